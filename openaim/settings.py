@@ -1,0 +1,82 @@
+"""Platform settings, read from ``OPENAIM_*`` environment variables (or a ``.env`` file).
+
+Secrets are never part of the repository: when a secret is not given, one is generated on first use and
+kept in the data directory with owner-only permissions.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENAIM_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("var"), description="Database, Orthanc storage, generated secrets.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: a SQLite file in the data directory."
+    )
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secret_key: SecretStr | None = Field(None, description="Signs tokens; generated if unset.")
+    cookie_secure: bool = Field(
+        True, description="Send cookies over HTTPS only. Browsers treat 127.0.0.1 as secure."
+    )
+    session_hours: float = 12.0
+
+    orthanc_url: str | None = Field(
+        None,
+        description="An Orthanc the platform does not start (e.g. in docker-compose). "
+        "Unset: the platform launches its own Orthanc on loopback.",
+    )
+    orthanc_username: str | None = None
+    orthanc_password: SecretStr | None = None
+    orthanc_http_port: int = 8042
+    orthanc_executable: str = "Orthanc"
+    orthanc_plugins_dir: Path = Path("/usr/share/orthanc/plugins")
+    orthanc_stable_age: int = Field(
+        5,
+        description="Seconds without a new instance before Orthanc calls a study stable. Orthanc's "
+        "default (60) delays every AI triage flag by a minute; 5 s is enough for a modality sending "
+        "one study over one association, and keeps stable-to-result latency short.",
+    )
+
+    shared_data_dir: Path = Field(
+        REPO_ROOT.parent / "shared" / "data", description="Demo and test data (../shared/data)."
+    )
+    frontend_dir: Path = REPO_ROOT / "frontend"
+
+    @cached_property
+    def resolved_data_dir(self) -> Path:
+        path = self.data_dir.resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_data_dir / 'openaim.db'}"
+
+    @property
+    def resolved_secret_key(self) -> str:
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        return generated_secret(self.resolved_data_dir / "secret_key")
+
+
+def generated_secret(path: Path, nbytes: int = 32) -> str:
+    """Read a secret kept in ``path``, creating it (mode 0600) on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(nbytes)
+    path.touch(mode=0o600)
+    path.write_text(value)
+    return value

@@ -1,0 +1,94 @@
+"""Orthanc's configuration: loopback only, authentication on, DICOMweb and GDCM, storage in the data dir."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PLUGINS = ("libOrthancDicomWeb.so", "libOrthancGdcm.so")
+ORTHANC_USER = "openaim"
+
+
+@dataclass(frozen=True)
+class OrthancLayout:
+    """Where one Orthanc instance keeps its files under the platform's data directory."""
+
+    root: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "orthanc.json"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.root / "credentials.json"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.root / "storage"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "orthanc.log"
+
+
+def load_or_create_credentials(layout: OrthancLayout) -> tuple[str, str]:
+    """The platform's Orthanc account, generated once and kept (mode 0600) beside the storage."""
+    path = layout.credentials_file
+    if path.exists():
+        stored = json.loads(path.read_text())
+        return stored["username"], stored["password"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    username, password = ORTHANC_USER, secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.write_text(json.dumps({"username": username, "password": password}))
+    return username, password
+
+
+def orthanc_config(
+    layout: OrthancLayout,
+    *,
+    http_port: int,
+    credentials: tuple[str, str],
+    stable_age: int,
+    plugins_dir: Path,
+) -> dict[str, Any]:
+    username, password = credentials
+    return {
+        "Name": "openaim",
+        "StorageDirectory": str(layout.storage_dir),
+        "IndexDirectory": str(layout.storage_dir),
+        "HttpPort": http_port,
+        # Orthanc 1.10 has no bind address: refusing remote hosts keeps it on loopback.
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {username: password},
+        # Studies arrive through the platform (STOW-RS); no DICOM listener on every interface.
+        "DicomServerEnabled": False,
+        "StableAge": stable_age,
+        "HttpDescribeErrors": True,
+        "SaveJobs": False,
+        "Plugins": [str(plugins_dir / name) for name in PLUGINS],
+        "DicomWeb": {
+            "Enable": True,
+            "Root": "/dicom-web/",
+            "EnableWado": True,
+            "Ssl": False,
+            # Written into BulkDataURIs: the address the platform (Orthanc's only client) uses.
+            "Host": f"127.0.0.1:{http_port}",
+            "StudiesMetadata": "MainDicomTags",
+            "SeriesMetadata": "Full",
+        },
+        "Gdcm": {"Enable": True},
+    }
+
+
+def write_config(layout: OrthancLayout, config: dict[str, Any]) -> Path:
+    layout.root.mkdir(parents=True, exist_ok=True)
+    layout.storage_dir.mkdir(parents=True, exist_ok=True)
+    layout.config_file.touch(mode=0o600)
+    layout.config_file.write_text(json.dumps(config, indent=2))
+    return layout.config_file

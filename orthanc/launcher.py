@@ -1,0 +1,137 @@
+"""Run Orthanc as a child process of the platform: start, wait until it answers, stop on exit."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from orthanc.config import OrthancLayout, load_or_create_credentials, orthanc_config, write_config
+from orthanc.connection import OrthancConnection
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = (
+    "Orthanc is not installed. Run `make setup` (as root), or: "
+    "apt-get install -y --no-install-recommends orthanc orthanc-dicomweb orthanc-gdcm dcmtk"
+)
+
+
+class OrthancNotInstalledError(RuntimeError):
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(f"{INSTALL_HINT}{(' (' + detail + ')') if detail else ''}")
+
+
+class OrthancStartError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OrthancServer:
+    """One Orthanc child process whose files live under ``root``."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        http_port: int,
+        stable_age: int,
+        executable: str = "Orthanc",
+        plugins_dir: Path = Path("/usr/share/orthanc/plugins"),
+    ) -> None:
+        self.layout = OrthancLayout(root)
+        self.http_port = http_port
+        self.stable_age = stable_age
+        self.executable = executable
+        self.plugins_dir = plugins_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        username, password = load_or_create_credentials(self.layout)
+        self.connection = OrthancConnection(f"http://127.0.0.1:{http_port}", username, password)
+
+    def _check_installed(self) -> str:
+        binary = shutil.which(self.executable)
+        if binary is None:
+            raise OrthancNotInstalledError(f"no `{self.executable}` on PATH")
+        for plugin in ("libOrthancDicomWeb.so", "libOrthancGdcm.so"):
+            if not (self.plugins_dir / plugin).exists():
+                raise OrthancNotInstalledError(f"missing plugin {self.plugins_dir / plugin}")
+        return binary
+
+    def start(self, timeout: float = 30.0) -> OrthancConnection:
+        binary = self._check_installed()
+        config = orthanc_config(
+            self.layout,
+            http_port=self.http_port,
+            credentials=(self.connection.username, self.connection.password),
+            stable_age=self.stable_age,
+            plugins_dir=self.plugins_dir,
+        )
+        config_file = write_config(self.layout, config)
+        log_handle = self.layout.log_file.open("ab")
+        self.process = subprocess.Popen(
+            [binary, f"--logfile={self.layout.log_file}", str(config_file)],
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log_handle.close()
+        self._wait_until_ready(timeout)
+        log.info("Orthanc is up on %s", self.connection.url)
+        return self.connection
+
+    def _wait_until_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self.connection.client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise OrthancStartError(
+                        f"Orthanc exited with code {self.process.returncode}; "
+                        f"see {self.layout.log_file}:\n{self._log_tail()}"
+                    )
+                try:
+                    if client.get("/system").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+        self.stop()
+        raise OrthancStartError(f"Orthanc did not answer within {timeout:.0f} s:\n{self._log_tail()}")
+
+    def _log_tail(self, lines: int = 15) -> str:
+        if not self.layout.log_file.exists():
+            return ""
+        return "\n".join(self.layout.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        log.info("Orthanc stopped")
+
+    def __enter__(self) -> OrthancConnection:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

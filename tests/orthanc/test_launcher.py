@@ -1,0 +1,58 @@
+"""The launcher starts a real Orthanc that is locked down, and says clearly when Orthanc is missing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orthanc import OrthancConnection, OrthancNotInstalledError, OrthancServer
+from orthanc.launcher import free_port
+
+
+def test_orthanc_refuses_requests_without_credentials(orthanc: OrthancConnection) -> None:
+    response = httpx.get(f"{orthanc.url}/system")
+    assert response.status_code == 401
+
+
+def test_orthanc_answers_the_platform_with_dicomweb_and_gdcm(orthanc: OrthancConnection) -> None:
+    with orthanc.client() as client:
+        plugins = client.get("/plugins").json()
+        assert {"dicom-web", "gdcm"} <= set(plugins)
+        assert client.get("/dicom-web/studies").status_code == 200
+
+
+def test_configuration_is_loopback_only_with_generated_credentials(
+    orthanc_server: OrthancServer,
+) -> None:
+    config = json.loads(orthanc_server.layout.config_file.read_text())
+    assert config["RemoteAccessAllowed"] is False
+    assert config["AuthenticationEnabled"] is True
+    assert config["DicomServerEnabled"] is False
+    assert config["StableAge"] == 2
+    assert config["StorageDirectory"].startswith(str(orthanc_server.layout.root))
+    username = orthanc_server.connection.username
+    assert config["RegisteredUsers"] == {username: orthanc_server.connection.password}
+    assert len(orthanc_server.connection.password) >= 24
+    assert orthanc_server.layout.credentials_file.stat().st_mode & 0o077 == 0
+
+
+def test_credentials_are_kept_across_restarts(tmp_path: Path) -> None:
+    first = OrthancServer(tmp_path, http_port=free_port(), stable_age=1)
+    second = OrthancServer(tmp_path, http_port=free_port(), stable_age=1)
+    assert first.connection.password == second.connection.password
+
+
+def test_stop_leaves_no_orthanc_running(tmp_path: Path) -> None:
+    server = OrthancServer(tmp_path, http_port=free_port(), stable_age=1)
+    with server:
+        assert server.process is not None and server.process.poll() is None
+    assert server.process.poll() is not None
+
+
+def test_missing_orthanc_says_how_to_install_it(tmp_path: Path) -> None:
+    server = OrthancServer(tmp_path, http_port=free_port(), stable_age=1, executable="no-such-orthanc")
+    with pytest.raises(OrthancNotInstalledError, match="apt-get install"):
+        server.start()

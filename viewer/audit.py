@@ -1,0 +1,163 @@
+"""The audit trail: an append-only, hash-chained table of who did what to which object, and when.
+
+Event types follow DICOM PS3.15 A.5 (Audit Trail Message Format Profile) plus the platform's AI events.
+Each row stores the hash of the row before it, so ``verify`` finds any row that was altered or removed
+from the middle of the trail. The database itself refuses UPDATE and DELETE on the table (see the first
+migration); the chain is what catches someone who got around that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum, StrEnum
+from typing import Any
+
+from sqlalchemy import String, Text, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+
+from openaim.db import Base, UTCDateTime, transaction, utcnow
+
+GENESIS = "0" * 64
+
+
+class EventType(StrEnum):
+    # DICOM PS3.15 A.5.1 (names of the DCM event ID codes)
+    USER_AUTHENTICATION = "UserAuthentication"  # DCM 110114
+    QUERY = "Query"  # DCM 110112
+    INSTANCES_ACCESSED = "DICOMInstancesAccessed"  # DCM 110103
+    INSTANCES_TRANSFERRED = "DICOMInstancesTransferred"  # DCM 110104
+    EXPORT = "Export"  # DCM 110106
+    SECURITY_ALERT = "SecurityAlert"  # DCM 110113
+    APPLICATION_ACTIVITY = "ApplicationActivity"  # DCM 110100
+    # The platform's AI events (private to openaim)
+    AI_INFERENCE = "AIInference"
+    AI_MODEL_CHANGED = "AIModelChanged"
+    AI_FEEDBACK = "AIFeedback"
+    AI_TRIAGE_CHANGED = "AITriageChanged"
+    AI_ALERT = "AIAlert"
+    AI_REVIEW_DECISION = "AIReviewDecision"
+
+
+class Action(StrEnum):
+    """PS3.15 EventActionCode."""
+
+    CREATE = "C"
+    READ = "R"
+    UPDATE = "U"
+    DELETE = "D"
+    EXECUTE = "E"
+
+
+class Outcome(IntEnum):
+    """PS3.15 EventOutcomeIndicator."""
+
+    SUCCESS = 0
+    MINOR_FAILURE = 4
+    SERIOUS_FAILURE = 8
+    MAJOR_FAILURE = 12
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    event_type: Mapped[str] = mapped_column(String(48), index=True)
+    action: Mapped[str] = mapped_column(String(1))
+    outcome: Mapped[int]
+    username: Mapped[str | None] = mapped_column(String(64), index=True)
+    object_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    source: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="{}")
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)  # unique: the chain cannot fork
+    hash: Mapped[str] = mapped_column(String(64))
+
+    def content_hash(self) -> str:
+        content = [
+            self.prev_hash,
+            self.occurred_at.isoformat(timespec="microseconds"),
+            self.event_type,
+            self.action,
+            int(self.outcome),
+            self.username,
+            self.object_uid,
+            self.source,
+            self.detail,
+        ]
+        return hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
+
+
+def record(
+    factory: sessionmaker[Session],
+    event_type: EventType,
+    *,
+    action: Action,
+    outcome: Outcome = Outcome.SUCCESS,
+    username: str | None = None,
+    object_uid: str | None = None,
+    source: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event in its own transaction, so that it stays even when the caller's work fails."""
+    for _ in range(20):
+        try:
+            with transaction(factory) as db:
+                return _append(
+                    db,
+                    AuditEvent(
+                        occurred_at=utcnow(),
+                        event_type=event_type.value,
+                        action=action.value,
+                        outcome=int(outcome),
+                        username=username,
+                        object_uid=object_uid,
+                        source=source,
+                        detail=json.dumps(detail or {}, sort_keys=True),
+                    ),
+                )
+        except IntegrityError:
+            continue  # another writer appended first: link to its row instead
+    raise RuntimeError("could not append to the audit trail: too much contention")
+
+
+def _append(db: Session, event: AuditEvent) -> AuditEvent:
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(text("SELECT pg_advisory_xact_lock(7243001)"))  # one appender at a time
+    last = db.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
+    event.prev_hash = last or GENESIS
+    event.hash = event.content_hash()
+    db.add(event)
+    db.flush()
+    return event
+
+
+@dataclass(frozen=True)
+class Verification:
+    rows: int
+    head: str
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(db: Session) -> Verification:
+    """Walk the chain from the first row; report each row whose content or link does not hold."""
+    problems: list[str] = []
+    expected_prev = GENESIS
+    rows = 0
+    for event in db.scalars(select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=1000)):
+        rows += 1
+        if event.prev_hash != expected_prev:
+            problems.append(
+                f"row {event.id}: does not follow the row before it (a row was deleted or altered)"
+            )
+        if event.content_hash() != event.hash:
+            problems.append(f"row {event.id}: content was altered")
+        expected_prev = event.hash
+    return Verification(rows=rows, head=expected_prev, problems=problems)

@@ -1,0 +1,100 @@
+"""People who use the platform and the roles that decide what each may do."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import Boolean, ForeignKey, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+
+from openaim.db import Base, UTCDateTime, utcnow
+
+
+class Role(StrEnum):
+    RADIOLOGIST = "radiologist"
+    REVIEWER = "reviewer"  # QA lead: runs discrepancy review meetings
+    GOVERNANCE = "governance"  # AI governance officer: post-market monitoring
+    ADMIN = "admin"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128))
+    password_hash: Mapped[str | None] = mapped_column(String(256))  # None: external sign-in only
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    role_rows: Mapped[list[UserRole]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin"
+    )
+
+    @property
+    def roles(self) -> frozenset[Role]:
+        return frozenset(Role(row.role) for row in self.role_rows)
+
+    def has_any_role(self, *roles: Role) -> bool:
+        return bool(self.roles & set(roles))
+
+
+class UserRole(Base):
+    __tablename__ = "user_roles"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+_hasher = PasswordHasher()
+# Verified against when the user does not exist, so that an unknown name costs as long as a known one.
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+class UserExistsError(ValueError):
+    pass
+
+
+def add_user(
+    db: Session, username: str, password: str | None, roles: set[Role], display_name: str = ""
+) -> User:
+    if not username or len(username) > 64:
+        raise ValueError("a username has 1 to 64 characters")
+    if not roles:
+        raise ValueError("a user needs at least one role")
+    if password is not None and len(password) < 12:
+        raise ValueError("a password has at least 12 characters")
+    if find_user(db, username) is not None:
+        raise UserExistsError(f"user {username!r} already exists")
+    user = User(
+        username=username,
+        display_name=display_name or username,
+        password_hash=_hasher.hash(password) if password is not None else None,
+        role_rows=[UserRole(role=Role(role).value) for role in sorted(roles)],
+    )
+    db.add(user)
+    db.flush()
+    return user
+
+
+def find_user(db: Session, username: str) -> User | None:
+    return db.scalar(select(User).where(User.username == username))
+
+
+def check_password(db: Session, username: str, password: str) -> User | None:
+    """The active user with this name and password, or None. Takes the same time either way."""
+    user = find_user(db, username)
+    stored = user.password_hash if user is not None and user.active else None
+    try:
+        _hasher.verify(stored or _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if stored is None or user is None:
+        return None
+    if _hasher.check_needs_rehash(stored):
+        user.password_hash = _hasher.hash(password)
+    return user
