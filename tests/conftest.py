@@ -28,9 +28,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def orthanc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
     """A real Orthanc process, on a free loopback port, for the whole test session."""
-    server = OrthancServer(
-        tmp_path_factory.mktemp("orthanc"), http_port=free_port(), stable_age=2
-    )
+    server = OrthancServer(tmp_path_factory.mktemp("orthanc"), http_port=free_port(), stable_age=2)
     server.start()
     yield server
     server.stop()

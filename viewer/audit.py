@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Any
 
 from sqlalchemy import String, Text, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from openaim.db import Base, UTCDateTime, transaction, utcnow
@@ -121,6 +122,10 @@ def record(
                 )
         except IntegrityError:
             continue  # another writer appended first: link to its row instead
+        except OperationalError as error:
+            if "locked" not in str(error):  # SQLite: a writer with an older snapshot must retry
+                raise
+            time.sleep(0.01)
     raise RuntimeError("could not append to the audit trail: too much contention")
 
 

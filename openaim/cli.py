@@ -1,0 +1,148 @@
+"""The ``openaim`` command: run the platform, seed the demo, manage users, check the audit trail."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from openaim.db import make_engine, session_factory, transaction, upgrade
+from openaim.settings import Settings, generated_secret
+
+app = typer.Typer(help="openaim: open AI medical imaging platform.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+user_app = typer.Typer(help="Users and roles.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(user_app, name="user")
+app.add_typer(audit_app, name="audit")
+
+DEMO_USER = "demo"
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Start the archive (unless an external one is configured) and the viewer."""
+    from openaim.platform import archive
+    from openaim.platform import serve as run_viewer
+
+    settings = _settings()
+    settings = settings.model_copy(update={"host": host or settings.host, "port": port or settings.port})
+    with archive(settings) as connection:
+        run_viewer(settings, connection)
+
+
+@app.command()
+def demo() -> None:
+    """Start everything on loopback, seed the demo studies, print the URL and a demo sign-in."""
+    from openaim.platform import archive
+    from openaim.platform import serve as run_viewer
+    from openaim.seed import print_progress
+    from openaim.seed import seed as seed_studies
+
+    settings = _settings()
+    upgrade(settings.resolved_database_url)
+    password = _ensure_demo_user(settings)
+    with archive(settings) as connection:
+        report = seed_studies(connection, settings.shared_data_dir, progress=print_progress)
+        typer.echo(f"Seeded: {report.summary()}")
+        typer.echo(
+            f"\n  openaim is running at http://{settings.host}:{settings.port}/\n"
+            f"  demo sign-in: user {DEMO_USER!r}, password {password!r}\n"
+            "  Ctrl-C stops the platform and its Orthanc.\n"
+        )
+        run_viewer(settings, connection)
+
+
+def _ensure_demo_user(settings: Settings) -> str:
+    from viewer.users import Role, add_user, find_user
+
+    password = generated_secret(settings.resolved_data_dir / "demo-password", nbytes=12)
+    factory = session_factory(make_engine(settings.resolved_database_url))
+    with transaction(factory) as db:
+        if find_user(db, DEMO_USER) is None:
+            add_user(db, DEMO_USER, password, set(Role), display_name="Demo Reader (all roles)")
+    return password
+
+
+@app.command()
+def seed(
+    limit: Annotated[int | None, typer.Option(help="Only the first N chest X-rays.")] = None,
+) -> None:
+    """Load the demo studies (NIH ChestX-ray14 images as DICOM, and the DICOM fixtures) into Orthanc."""
+    from openaim.platform import archive
+    from openaim.seed import print_progress
+    from openaim.seed import seed as seed_studies
+
+    settings = _settings()
+    with archive(settings) as connection:
+        report = seed_studies(connection, settings.shared_data_dir, limit=limit, progress=print_progress)
+    typer.echo(f"Seeded: {report.summary()}")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database schema to the newest migration."""
+    upgrade(_settings().resolved_database_url)
+    typer.echo("Database schema is up to date.")
+
+
+@user_app.command("add")
+def user_add(
+    username: str,
+    role: Annotated[
+        list[str], typer.Option("--role", "-r", help="radiologist, reviewer, governance or admin.")
+    ],
+    display_name: Annotated[str, typer.Option(help="Name shown in the viewer.")] = "",
+    password_stdin: Annotated[
+        bool, typer.Option(help="Read the password from standard input (for scripts).")
+    ] = False,
+) -> None:
+    """Add a user with one or more roles. The password is asked for, never passed as an argument."""
+    from viewer.users import Role, UserExistsError, add_user
+
+    try:
+        roles = {Role(value) for value in role}
+    except ValueError as error:
+        raise typer.BadParameter(
+            f"{error}; choose from {', '.join(r.value for r in Role)}", param_hint="--role"
+        ) from error
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    settings = _settings()
+    upgrade(settings.resolved_database_url)
+    factory = session_factory(make_engine(settings.resolved_database_url))
+    try:
+        with transaction(factory) as db:
+            add_user(db, username, password, roles, display_name=display_name)
+    except (UserExistsError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"Added {username} ({', '.join(sorted(roles))}).")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit trail's hash chain; exit 1 if any row was altered or deleted."""
+    from viewer.audit import verify
+
+    settings = _settings()
+    factory = session_factory(make_engine(settings.resolved_database_url))
+    with factory() as db:
+        result = verify(db)
+    for problem in result.problems:
+        typer.echo(problem, err=True)
+    if not result.ok:
+        typer.echo(f"audit trail FAILED verification: {len(result.problems)} problem(s)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"audit trail intact: {result.rows} rows, head {result.head}")

@@ -1,0 +1,52 @@
+"""Running the platform: the archive (a child Orthanc, or an external one) and the viewer."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import uvicorn
+
+from openaim.db import upgrade
+from openaim.logs import uvicorn_log_config
+from openaim.settings import Settings
+from orthanc import OrthancConnection, OrthancServer
+
+
+@contextlib.contextmanager
+def archive(settings: Settings) -> Iterator[OrthancConnection]:
+    """The Orthanc to use: the configured external one, or a child process stopped on exit."""
+    if settings.orthanc_url:
+        if not settings.orthanc_username or settings.orthanc_password is None:
+            raise SystemExit("OPENAIM_ORTHANC_URL is set: set OPENAIM_ORTHANC_USERNAME and _PASSWORD too")
+        yield OrthancConnection(
+            settings.orthanc_url,
+            settings.orthanc_username,
+            settings.orthanc_password.get_secret_value(),
+        )
+        return
+    server = OrthancServer(
+        settings.resolved_data_dir / "orthanc",
+        http_port=settings.orthanc_http_port,
+        stable_age=settings.orthanc_stable_age,
+        executable=settings.orthanc_executable,
+        plugins_dir=settings.orthanc_plugins_dir,
+    )
+    with server as connection:
+        yield connection
+
+
+def serve(settings: Settings, connection: OrthancConnection) -> None:
+    """Run the viewer until Ctrl-C or SIGTERM."""
+    from viewer.app import create_app
+
+    upgrade(settings.resolved_database_url)
+    app = create_app(settings, connection)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=uvicorn_log_config(),
+        proxy_headers=False,
+        server_header=False,
+    )

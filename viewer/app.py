@@ -1,0 +1,91 @@
+"""The viewer application: pages and APIs for signed-in users, in front of the archive."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from openaim.db import make_engine, session_factory
+from openaim.settings import Settings
+from orthanc import OrthancConnection
+from viewer import dicomweb, signin, study, worklist
+from viewer.archive import Archive, ArchiveError
+from viewer.deps import NotSignedInError, check_csrf, current_user
+from viewer.headers import SecurityHeaders
+from viewer.templates import make_templates, render
+
+PUBLIC_PATHS = frozenset({"/signin", "/signout", "/healthz"})
+
+
+def create_app(settings: Settings, orthanc: OrthancConnection) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.archive = Archive(orthanc)
+        yield
+        await app.state.archive.aclose()
+        app.state.engine.dispose()
+
+    app = FastAPI(title="openaim", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.engine = make_engine(settings.resolved_database_url)
+    app.state.db = session_factory(app.state.engine)
+    app.state.templates = make_templates(settings.frontend_dir)
+
+    app.include_router(signin.router)
+    signed_in = [Depends(current_user), Depends(check_csrf)]
+    for module in (worklist, study, dicomweb):
+        app.include_router(module.router, dependencies=signed_in)
+
+    app.mount("/static", StaticFiles(directory=settings.frontend_dir / "static"), name="static")
+    vendor = settings.frontend_dir / "node_modules" / "htmx.org" / "dist"
+    app.mount("/vendor/htmx", StaticFiles(directory=vendor, check_dir=False), name="htmx")
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    _add_error_handlers(app)
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+def _wants_html(request: Request) -> bool:
+    return request.method == "GET" and "text/html" in request.headers.get("accept", "")
+
+
+def _error_response(request: Request, status: int, message: object) -> Response:
+    if _wants_html(request):
+        return render(request, "error.html", status_code=status, status=status, message=message)
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NotSignedInError)
+    async def not_signed_in(request: Request, _: NotSignedInError) -> Response:
+        if _wants_html(request):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/signin?next={quote(target)}", status_code=303)
+        return JSONResponse({"detail": "Sign in first."}, status_code=401)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        return _error_response(request, error.status_code, error.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        problems = [
+            f"{'.'.join(str(part) for part in item['loc'][1:]) or 'request'}: {item['msg']}"
+            for item in error.errors()
+        ]
+        return _error_response(request, 422, problems)
+
+    @app.exception_handler(ArchiveError)
+    async def archive_down(request: Request, _: ArchiveError) -> Response:
+        return _error_response(request, 502, "The image archive is not answering. Try again.")

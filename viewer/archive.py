@@ -1,0 +1,99 @@
+"""The platform's one way into Orthanc's DICOMweb: searches for pages, and a streaming pass-through
+for the browser-facing proxy. The browser never talks to Orthanc itself."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydicom import Dataset
+
+from orthanc import OrthancConnection
+
+# Attributes the worklist needs beyond QIDO-RS's default return keys.
+STUDY_FIELDS = ("00081030", "00080061", "00201208", "00201206")
+SERIES_FIELDS = ("0008103E", "00201209", "00180015")
+INSTANCE_FIELDS = ("00280010", "00280011", "00280008")
+
+
+class ArchiveError(RuntimeError):
+    """Orthanc did not answer as expected."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    status_code: int
+    headers: Mapping[str, str]
+    body: AsyncIterator[bytes]
+    close: Any
+
+
+class Archive:
+    def __init__(self, connection: OrthancConnection) -> None:
+        self.connection = connection
+        self._client = httpx.AsyncClient(
+            base_url=connection.dicomweb_url,
+            auth=(connection.username, connection.password),
+            timeout=httpx.Timeout(60.0, connect=5.0),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _search(self, path: str, params: list[tuple[str, str]]) -> list[Dataset]:
+        try:
+            response = await self._client.get(
+                path, params=params, headers={"Accept": "application/dicom+json"}
+            )
+        except httpx.TransportError as error:
+            raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
+        if response.status_code == 204 or not response.content:
+            return []
+        if response.status_code != 200:
+            raise ArchiveError(f"Orthanc answered {response.status_code} to a search")
+        return [Dataset.from_json(item) for item in response.json()]
+
+    async def search_studies(self, filters: Mapping[str, str], limit: int = 200) -> list[Dataset]:
+        params = [(key, value) for key, value in filters.items() if value]
+        params += [("includefield", tag) for tag in STUDY_FIELDS]
+        params.append(("limit", str(limit)))
+        return await self._search("/studies", params)
+
+    async def find_study(self, study_uid: str) -> Dataset | None:
+        found = await self.search_studies({"StudyInstanceUID": study_uid}, limit=1)
+        return found[0] if found else None
+
+    async def search_series(self, study_uid: str) -> list[Dataset]:
+        params = [("includefield", tag) for tag in SERIES_FIELDS]
+        return await self._search(f"/studies/{study_uid}/series", params)
+
+    async def search_instances(self, study_uid: str, series_uid: str) -> list[Dataset]:
+        params = [("includefield", tag) for tag in INSTANCE_FIELDS]
+        return await self._search(f"/studies/{study_uid}/series/{series_uid}/instances", params)
+
+    async def open_stream(
+        self, method: str, path: str, query: str, headers: Mapping[str, str], content: bytes = b""
+    ) -> Upstream:
+        """Start a request to Orthanc and hand back its response as a stream of bytes."""
+        # The raw query string is kept as sent: Orthanc's `window=C,W,linear` needs literal commas.
+        url = httpx.URL(f"{self.connection.dicomweb_url}{path}", query=query.encode())
+        request = self._client.build_request(method, url, headers=dict(headers), content=content)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TransportError as error:
+            raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
+        return Upstream(response.status_code, response.headers, response.aiter_raw(), response.aclose)
+
+    async def store_instance(self, data: bytes) -> httpx.Response:
+        """Store one DICOM file through Orthanc's REST API (bytes kept exactly as received)."""
+        try:
+            return await self._client.post(
+                f"{self.connection.url}/instances",
+                content=data,
+                headers={"Content-Type": "application/dicom"},
+            )
+        except httpx.TransportError as error:
+            raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error

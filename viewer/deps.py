@@ -1,0 +1,138 @@
+"""Dependency aliases: the one place where routes get the database, the archive, the signed-in user
+and the roles they need. A route names an alias (``Reader``, ``Admin``...) and cannot forget the check.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from openaim.settings import Settings
+from viewer import audit
+from viewer.archive import Archive
+from viewer.sessions import UserSession, find_session
+from viewer.users import Role, User
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+
+
+class NotSignedInError(Exception):
+    """Raised by ``current_user``; the app answers with the sign-in page (HTML) or 401 (API)."""
+
+
+def cookie_names(settings: Settings) -> tuple[str, str]:
+    """Session and pre-sign-in CSRF cookies. ``__Host-`` pins them to this origin over HTTPS."""
+    prefix = "__Host-" if settings.cookie_secure else ""
+    return f"{prefix}openaim_session", f"{prefix}openaim_csrf"
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    """A session per request, committed when the route succeeds and rolled back when it fails.
+
+    The request's audit events are appended afterwards, in their own transaction: they stay even when
+    the route fails, and the request never holds the database's write lock while the trail is extended.
+    """
+    factory: sessionmaker[Session] = request.app.state.db
+    request.state.audit_events = []
+    try:
+        with factory() as session, session.begin():
+            yield session
+    finally:
+        for event_type, fields in request.state.audit_events:
+            audit.record(factory, event_type, **fields)
+
+
+def get_archive(request: Request) -> Archive:
+    archive: Archive = request.app.state.archive
+    return archive
+
+
+DbSession = Annotated[Session, Depends(get_db)]
+ArchiveClient = Annotated[Archive, Depends(get_archive)]
+AppSettings = Annotated[Settings, Depends(get_settings)]
+
+
+def signed_in_session(request: Request, db: DbSession) -> UserSession | None:
+    """The live session named by the request's cookie (FastAPI resolves it once per request)."""
+    token = request.cookies.get(cookie_names(request.app.state.settings)[0])
+    session = find_session(db, token) if token else None
+    request.state.user_session = session  # for the page templates: who is signed in, CSRF token
+    return session
+
+
+def current_user(
+    session: Annotated[UserSession | None, Depends(signed_in_session)],
+) -> User:
+    if session is None:
+        raise NotSignedInError
+    return session.user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def require_roles(*roles: Role) -> Callable[[User], User]:
+    def check(user: CurrentUser) -> User:
+        if not user.has_any_role(*roles):
+            raise HTTPException(403, "Your role does not allow this.")
+        return user
+
+    return check
+
+
+Reader = Annotated[User, Depends(require_roles(Role.RADIOLOGIST, Role.REVIEWER, Role.ADMIN))]
+Admin = Annotated[User, Depends(require_roles(Role.ADMIN))]
+
+
+async def check_csrf(
+    request: Request, session: Annotated[UserSession | None, Depends(signed_in_session)]
+) -> None:
+    """Every state-changing request carries the CSRF token of its session (or, before sign-in, the
+    token of the sign-in form's cookie), in a header (htmx, fetch) or a form field."""
+    if request.method not in UNSAFE_METHODS:
+        return
+    if session is not None:
+        expected = session.csrf_token
+    else:
+        expected = request.cookies.get(cookie_names(request.app.state.settings)[1], "")
+    given = request.headers.get(CSRF_HEADER)
+    if given is None and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        given = str((await request.form()).get(CSRF_FIELD, ""))
+    if not expected or not given or not secrets.compare_digest(expected, given):
+        raise HTTPException(403, "The form has expired or did not come from this site. Reload the page.")
+
+
+class AuditTrail:
+    """Audit events of the current request (who, from where), written when the request ends."""
+
+    def __init__(self, request: Request, session: UserSession | None) -> None:
+        self._pending: list[tuple[audit.EventType, dict[str, Any]]] = request.state.audit_events
+        self._username = session.user.username if session is not None else None
+        self._source = request.client.host if request.client else None
+
+    def record(self, event_type: audit.EventType, **fields: Any) -> None:
+        fields.setdefault("username", self._username)
+        fields.setdefault("source", self._source)
+        self._pending.append((event_type, fields))
+
+
+def get_audit_trail(
+    request: Request, session: Annotated[UserSession | None, Depends(signed_in_session)]
+) -> AuditTrail:
+    return AuditTrail(request, session)
+
+
+Audit = Annotated[AuditTrail, Depends(get_audit_trail)]

@@ -1,0 +1,137 @@
+"""The browser-facing DICOMweb proxy (QIDO-RS, WADO-RS, STOW-RS) in front of Orthanc.
+
+UIDs are validated before anything is sent to Orthanc; responses stream through unchanged.
+Uploads are checked file by file and stored only if every file is valid DICOM.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from viewer import audit
+from viewer.archive import Archive, ArchiveError
+from viewer.deps import Admin, ArchiveClient, Audit, Reader
+from viewer.stow import UploadError, read_upload, stow_response
+from viewer.uids import FrameList, InstanceUID, SeriesUID, StudyUID
+
+router = APIRouter(prefix="/dicomweb")
+
+# Headers from Orthanc worth passing to the browser; the rest (auth challenges, server) stay behind.
+PASSED_HEADERS = ("content-type", "content-length", "content-encoding", "etag", "last-modified")
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+
+
+async def _forward(request: Request, archive: Archive, path: str) -> Response:
+    accept = {"Accept": request.headers.get("accept", "*/*")}
+    try:
+        upstream = await archive.open_stream("GET", path, request.url.query, accept)
+    except ArchiveError as error:
+        raise HTTPException(502, str(error)) from error
+    if upstream.status_code >= 400:
+        await upstream.close()
+        status = upstream.status_code if upstream.status_code in (400, 404, 406) else 502
+        raise HTTPException(status, "Not found in the archive." if status == 404 else "Archive error.")
+    headers = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_HEADERS}
+    headers["cache-control"] = "private, max-age=3600"  # pixel data at a UID never changes
+    return StreamingResponse(
+        upstream.body, status_code=upstream.status_code, headers=headers, background=None
+    )
+
+
+@router.get("/studies")
+async def search_studies(request: Request, _: Reader, archive: ArchiveClient, trail: Audit) -> Response:
+    trail.record(
+        audit.EventType.QUERY,
+        action=audit.Action.EXECUTE,
+        detail={"scope": "qido-rs studies", "query": request.url.query[:512]},
+    )
+    return await _forward(request, archive, "/studies")
+
+
+@router.get("/studies/{study_uid}/series")
+async def search_series(request: Request, study_uid: StudyUID, _: Reader, archive: ArchiveClient) -> Response:
+    return await _forward(request, archive, f"/studies/{study_uid}/series")
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances")
+async def search_instances(
+    request: Request, study_uid: StudyUID, series_uid: SeriesUID, _: Reader, archive: ArchiveClient
+) -> Response:
+    return await _forward(request, archive, f"/studies/{study_uid}/series/{series_uid}/instances")
+
+
+@router.get("/studies/{study_uid}/metadata")
+async def study_metadata(
+    request: Request, study_uid: StudyUID, _: Reader, archive: ArchiveClient
+) -> Response:
+    return await _forward(request, archive, f"/studies/{study_uid}/metadata")
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/metadata")
+async def series_metadata(
+    request: Request, study_uid: StudyUID, series_uid: SeriesUID, _: Reader, archive: ArchiveClient
+) -> Response:
+    return await _forward(request, archive, f"/studies/{study_uid}/series/{series_uid}/metadata")
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/frames/{frames}")
+async def frames(
+    request: Request,
+    study_uid: StudyUID,
+    series_uid: SeriesUID,
+    instance_uid: InstanceUID,
+    frames: FrameList,
+    _: Reader,
+    archive: ArchiveClient,
+) -> Response:
+    path = f"/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/frames/{frames}"
+    return await _forward(request, archive, path)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/rendered")
+async def rendered(
+    request: Request,
+    study_uid: StudyUID,
+    series_uid: SeriesUID,
+    instance_uid: InstanceUID,
+    _: Reader,
+    archive: ArchiveClient,
+) -> Response:
+    path = f"/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/rendered"
+    return await _forward(request, archive, path)
+
+
+@router.post("/studies")
+async def store(request: Request, _: Admin, archive: ArchiveClient, trail: Audit) -> Response:
+    """STOW-RS. Every part is parsed first; if any is not valid DICOM, nothing is stored."""
+    body = await request.body()
+    if len(body) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413, "Upload larger than 512 MiB.")
+    try:
+        files = read_upload(request.headers.get("content-type", ""), body)
+    except UploadError as error:
+        trail.record(
+            audit.EventType.INSTANCES_TRANSFERRED,
+            action=audit.Action.CREATE,
+            outcome=audit.Outcome.MINOR_FAILURE,
+            detail={"refused": str(error)},
+        )
+        return JSONResponse({"detail": str(error)}, status_code=error.status_code)
+    stored = []
+    for upload in files:
+        try:
+            response = await archive.store_instance(upload.data)
+        except ArchiveError as error:
+            raise HTTPException(502, str(error)) from error
+        if response.status_code != 200:
+            raise HTTPException(502, f"The archive refused {upload.name}: {response.status_code}")
+        stored.append(upload)
+    for study_uid in sorted({upload.study_uid for upload in stored}):
+        trail.record(
+            audit.EventType.INSTANCES_TRANSFERRED,
+            action=audit.Action.CREATE,
+            object_uid=study_uid,
+            detail={"instances": sum(1 for u in stored if u.study_uid == study_uid)},
+        )
+    return JSONResponse(stow_response(stored), media_type="application/dicom+json")

@@ -1,0 +1,116 @@
+"""Sign-in and sign-out pages. Password sign-in here; an OIDC callback would end the same way, by
+calling ``viewer.sessions.start_session`` for the user its identity provider vouched for."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from viewer import audit
+from viewer.deps import (
+    AppSettings,
+    Audit,
+    DbSession,
+    check_csrf,
+    cookie_names,
+    signed_in_session,
+)
+from viewer.sessions import UserSession, end_session, start_session
+from viewer.templates import render
+from viewer.users import check_password
+
+router = APIRouter(dependencies=[Depends(check_csrf)])
+
+GENERIC_FAILURE = "Unknown user name or wrong password."
+
+
+def safe_next(target: str | None) -> str:
+    """Only paths on this site: never an open redirect to another host."""
+    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
+        return target
+    return "/"
+
+
+def _signin_page(
+    request: Request, settings: AppSettings, next_url: str, error: str = "", status_code: int = 200
+) -> Response:
+    csrf_cookie = cookie_names(settings)[1]
+    token = request.cookies.get(csrf_cookie) or secrets.token_urlsafe(32)
+    response = render(
+        request,
+        "signin.html",
+        status_code=status_code,
+        csrf_token=token,
+        next_url=safe_next(next_url),
+        error=error,
+    )
+    response.set_cookie(csrf_cookie, token, httponly=True, secure=settings.cookie_secure, samesite="strict")
+    return response
+
+
+@router.get("/signin")
+def signin_form(request: Request, settings: AppSettings, next: str = "/") -> Response:
+    return _signin_page(request, settings, next)
+
+
+@router.post("/signin")
+def signin(
+    request: Request,
+    db: DbSession,
+    settings: AppSettings,
+    trail: Audit,
+    username: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=1024)],
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    user = check_password(db, username, password)
+    if user is None:
+        trail.record(
+            audit.EventType.USER_AUTHENTICATION,
+            action=audit.Action.EXECUTE,
+            outcome=audit.Outcome.MINOR_FAILURE,
+            username=username,
+            detail={"subtype": "Login", "reason": "unknown user or wrong password"},
+        )
+        return _signin_page(request, settings, next, GENERIC_FAILURE, status_code=401)
+    token, _ = start_session(db, user, settings.session_hours)
+    trail.record(
+        audit.EventType.USER_AUTHENTICATION,
+        action=audit.Action.EXECUTE,
+        username=user.username,
+        detail={"subtype": "Login", "method": "password"},
+    )
+    response = RedirectResponse(safe_next(next), status_code=303)
+    response.set_cookie(
+        cookie_names(settings)[0],
+        token,
+        max_age=int(settings.session_hours * 3600),
+        httponly=True,
+        secure=settings.cookie_secure,
+        samesite="lax",
+    )
+    return response
+
+
+@router.post("/signout")
+def signout(
+    request: Request,
+    db: DbSession,
+    settings: AppSettings,
+    trail: Audit,
+    session: Annotated[UserSession | None, Depends(signed_in_session)],
+) -> Response:
+    session_cookie = cookie_names(settings)[0]
+    if session is not None:
+        end_session(db, request.cookies[session_cookie])
+        trail.record(
+            audit.EventType.USER_AUTHENTICATION,
+            action=audit.Action.EXECUTE,
+            detail={"subtype": "Logout"},
+        )
+    response = RedirectResponse("/signin", status_code=303)
+    response.delete_cookie(session_cookie, secure=settings.cookie_secure, httponly=True)
+    return response
