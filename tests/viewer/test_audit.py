@@ -1,0 +1,99 @@
+"""The audit trail is append-only and hash-chained: `verify` finds any altered or deleted row."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from typer.testing import CliRunner
+
+from openaim.cli import app as cli
+from openaim.db import make_engine, session_factory, upgrade
+from viewer import audit
+from viewer.audit import Action, EventType, Outcome
+
+
+@pytest.fixture
+def trail(database_url: str):
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    factory = session_factory(engine)
+    for number in range(5):
+        audit.record(
+            factory,
+            EventType.INSTANCES_ACCESSED,
+            action=Action.READ,
+            username="radiologist",
+            object_uid=f"1.2.3.{number}",
+            detail={"number": number},
+        )
+    yield factory
+    engine.dispose()
+
+
+def _disable_append_only(factory) -> None:
+    """What an attacker with the database's owner rights could do first."""
+    with factory() as db, db.begin():
+        if db.get_bind().dialect.name == "postgresql":
+            db.execute(text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only"))
+        else:
+            db.execute(text("DROP TRIGGER audit_events_no_update"))
+            db.execute(text("DROP TRIGGER audit_events_no_delete"))
+
+
+def test_an_intact_trail_verifies(trail) -> None:
+    with trail() as db:
+        result = audit.verify(db)
+    assert result.ok and result.rows == 5
+    assert result.problems == []
+
+
+def test_rows_carry_the_ps3_15_vocabulary_and_link_to_the_row_before(trail) -> None:
+    with trail() as db:
+        rows = list(db.scalars(audit.select(audit.AuditEvent).order_by(audit.AuditEvent.id)))
+    assert rows[0].prev_hash == audit.GENESIS
+    assert all(later.prev_hash == earlier.hash for earlier, later in zip(rows, rows[1:], strict=False))
+    assert {(row.event_type, row.action, row.outcome) for row in rows} == {
+        ("DICOMInstancesAccessed", "R", Outcome.SUCCESS)
+    }
+
+
+def test_the_database_refuses_updates_and_deletes(trail) -> None:
+    for statement in ("UPDATE audit_events SET username = 'someone'", "DELETE FROM audit_events"):
+        with pytest.raises(DBAPIError, match="append-only"), trail() as db, db.begin():
+            db.execute(text(statement))
+    with trail() as db:
+        assert audit.verify(db).ok
+
+
+def test_verify_finds_an_altered_row(trail) -> None:
+    _disable_append_only(trail)
+    with trail() as db, db.begin():
+        db.execute(text("UPDATE audit_events SET username = 'someone-else' WHERE id = 3"))
+    with trail() as db:
+        result = audit.verify(db)
+    assert result.problems == ["row 3: content was altered"]
+
+
+def test_verify_finds_a_deleted_row(trail) -> None:
+    _disable_append_only(trail)
+    with trail() as db, db.begin():
+        db.execute(text("DELETE FROM audit_events WHERE id = 2"))
+    with trail() as db:
+        result = audit.verify(db)
+    assert result.problems == [
+        "row 3: does not follow the row before it (a row was deleted or altered)"
+    ]
+
+
+def test_verify_command_exits_1_on_a_tampered_trail(
+    trail, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAIM_DATABASE_URL", database_url)
+    assert CliRunner().invoke(cli, ["audit", "verify"]).exit_code == 0
+    _disable_append_only(trail)
+    with trail() as db, db.begin():
+        db.execute(text("UPDATE audit_events SET detail = '{}' WHERE id = 4"))
+    result = CliRunner().invoke(cli, ["audit", "verify"])
+    assert result.exit_code == 1
+    assert "row 4: content was altered" in result.output
