@@ -5,6 +5,7 @@ and the roles they need. A route names an alias (``Reader``, ``Admin``...) and c
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
@@ -20,6 +21,20 @@ from viewer.users import Role, User
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
+
+
+@dataclass(frozen=True)
+class PageUser:
+    """What a page shows of the signed-in user, detached from the database session."""
+
+    display_name: str
+    roles: tuple[str, ...]
+    csrf_token: str
+
+    @classmethod
+    def of(cls, session: UserSession) -> PageUser:
+        roles = tuple(sorted(role.value for role in session.user.roles))
+        return cls(session.user.display_name, roles, session.csrf_token)
 
 
 class NotSignedInError(Exception):
@@ -67,7 +82,8 @@ def signed_in_session(request: Request, db: DbSession) -> UserSession | None:
     """The live session named by the request's cookie (FastAPI resolves it once per request)."""
     token = request.cookies.get(cookie_names(request.app.state.settings)[0])
     session = find_session(db, token) if token else None
-    request.state.user_session = session  # for the page templates: who is signed in, CSRF token
+    if session is not None:  # for page templates, which may render after this database session ends
+        request.state.page_user = PageUser.of(session)
     return session
 
 

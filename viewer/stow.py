@@ -3,6 +3,7 @@ store (it parses, it names its instance, its pixel data is complete) before anyt
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from email.message import Message
 from io import BytesIO
@@ -75,11 +76,15 @@ def split_multipart(body: bytes, boundary: str) -> list[bytes]:
 
 def check_dicom(name: str, data: bytes) -> UploadedFile:
     try:
-        dataset = dcmread(BytesIO(data))
-        for element in dataset.iterall():  # forces every element to parse
-            _ = element.value
-    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = dcmread(BytesIO(data))
+            for element in dataset.iterall():  # forces every element to parse
+                _ = element.value
+    except InvalidDicomError as error:
         raise UploadError(f"{name} is not valid DICOM: {error}") from error
+    except Exception as error:  # hostile bytes can fail pydicom in many ways; all mean "invalid"
+        raise UploadError(f"{name} is not valid DICOM: {error.__class__.__name__}: {error}") from error
     uids = {keyword: str(dataset.get(keyword, "")) for keyword in REQUIRED_UIDS}
     for keyword, value in uids.items():
         if not is_uid(value):

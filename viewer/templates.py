@@ -21,7 +21,7 @@ def make_templates(frontend_dir: Path) -> Jinja2Templates:
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     templates: Jinja2Templates = request.app.state.templates
-    session = getattr(request.state, "user_session", None)
-    context.setdefault("user", session.user if session is not None else None)
-    context.setdefault("csrf_token", session.csrf_token if session is not None else "")
+    user = getattr(request.state, "page_user", None)
+    context.setdefault("user", user)
+    context.setdefault("csrf_token", user.csrf_token if user is not None else "")
     return templates.TemplateResponse(request, name, context, status_code=status_code)

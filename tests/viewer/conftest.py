@@ -52,6 +52,7 @@ def csrf_token(html: str) -> str:
 
 
 def sign_in(client: TestClient, username: str, password: str = PASSWORD) -> TestClient:
+    client.headers.pop("X-CSRF-Token", None)  # a previous session's token
     token = csrf_token(client.get("/signin").text)
     response = client.post(
         "/signin",
@@ -59,7 +60,8 @@ def sign_in(client: TestClient, username: str, password: str = PASSWORD) -> Test
         follow_redirects=False,
     )
     assert response.status_code == 303, response.text
-    client.headers["X-CSRF-Token"] = csrf_token(client.get("/worklist").text)
+    page = client.get("/worklist", headers={"Accept": "text/html"})  # any page carries the token
+    client.headers["X-CSRF-Token"] = csrf_token(page.text)
     return client
 
 

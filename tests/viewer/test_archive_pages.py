@@ -1,0 +1,179 @@
+"""Worklist, study page and DICOMweb proxy against a real Orthanc: right data, hostile data shown as
+text, bad input refused with clear answers, and nothing malformed ever reaches Orthanc."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+from pydicom.uid import generate_uid
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from orthanc import OrthancConnection
+from viewer.audit import AuditEvent
+
+from .conftest import sign_in
+
+HOSTILE_NAME = "<script>alert(1)</script>^Evil"
+
+
+def _dicom_bytes(dataset: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def studies(orthanc: OrthancConnection, shared_data: Path) -> dict[str, str]:
+    """The 3-slice CT and a chest DX whose PatientName is a script tag, stored straight in Orthanc."""
+    ct_study = ""
+    with orthanc.client() as client:
+        for path in sorted((shared_data / "dicom" / "ct_3slice").glob("*.dcm")):
+            client.post("/instances", content=path.read_bytes()).raise_for_status()
+            ct_study = str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+        hostile = pydicom.dcmread(shared_data / "dicom" / "dx_chest" / "dx_image.dcm")
+        hostile.PatientName = HOSTILE_NAME
+        hostile.PatientID = "HOSTILE-1"
+        hostile.StudyInstanceUID = generate_uid()
+        hostile.SeriesInstanceUID = generate_uid()
+        hostile.SOPInstanceUID = generate_uid()
+        hostile.file_meta.MediaStorageSOPInstanceUID = hostile.SOPInstanceUID
+        client.post("/instances", content=_dicom_bytes(hostile)).raise_for_status()
+    return {"ct": ct_study, "hostile": str(hostile.StudyInstanceUID)}
+
+
+def _instance_count(orthanc: OrthancConnection) -> int:
+    with orthanc.client() as client:
+        return int(client.get("/statistics").json()["CountInstances"])
+
+
+def test_worklist_lists_studies_with_their_main_attributes(
+    radiologist: TestClient, studies, orthanc: OrthancConnection
+) -> None:
+    with orthanc.client() as client:  # other tests may add objects (e.g. SEG) to the shared CT study
+        orthanc_id = client.post("/tools/lookup", content=studies["ct"]).json()[0]["ID"]
+        instances = len(client.get(f"/studies/{orthanc_id}/instances").json())
+    page = radiologist.get("/worklist").text
+    row = page.split(f'href="/studies/{studies["ct"]}"')[1].split("</tr>")[0]
+    assert ">JANCT000</a>" in row  # patient name (a single component)
+    assert "<td>99000</td>" in row  # patient ID
+    assert "<td>2003-04-17</td>" in row
+    assert "CT" in row
+    assert f'<td class="num">{instances}</td>' in row
+
+
+def test_worklist_filters_by_patient_id_with_htmx_partial(radiologist: TestClient, studies) -> None:
+    response = radiologist.get("/worklist", params={"patient_id": "HOSTILE-1"}, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert "<html" not in response.text  # only the rows
+    assert studies["hostile"] in response.text and studies["ct"] not in response.text
+
+
+def test_script_in_patient_name_is_shown_as_text(radiologist: TestClient, studies) -> None:
+    for url in ("/worklist", f"/studies/{studies['hostile']}"):
+        page = radiologist.get(url).text
+        assert "<script>alert(1)</script>" not in page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_study_page_shows_the_series_images_and_is_audited(
+    radiologist: TestClient, studies, db: sessionmaker[Session]
+) -> None:
+    page = radiologist.get(f"/studies/{studies['ct']}").text
+    image_urls = [part.split('"')[0] for part in page.split('src="')[1:] if "/rendered" in part]
+    assert len(image_urls) == 3
+    image = radiologist.get(image_urls[0])
+    assert image.status_code == 200
+    assert image.headers["content-type"].startswith("image/")
+    with db() as session:
+        opened = session.scalars(select(AuditEvent).where(AuditEvent.event_type == "DICOMInstancesAccessed")).all()
+    assert [(row.object_uid, row.username) for row in opened] == [(studies["ct"], "radiologist")]
+
+
+def test_unknown_study_uid_gets_404(radiologist: TestClient, studies) -> None:
+    unknown = "1.2.826.0.1.3680043.8.498.99999999999999999999"
+    assert radiologist.get(f"/studies/{unknown}").status_code == 404
+    assert radiologist.get(f"/dicomweb/studies/{unknown}/metadata").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/studies/1.2.abc",
+        "/studies/1..2",
+        "/studies/" + "1." * 40 + "1",
+        "/dicomweb/studies/1.2.3/series/not-a-uid/metadata",
+        "/dicomweb/studies/1.2.3/series/1.2.4/instances/1.2.5/frames/0",
+        "/dicomweb/studies/1.2.3/series/1.2.4/instances/%2e%2e/rendered",
+    ],
+)
+def test_malformed_uid_gets_422_and_never_reaches_orthanc(
+    radiologist: TestClient, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = radiologist.app.state.archive
+    calls: list[str] = []
+    for method in ("open_stream", "_search"):
+        original = getattr(archive, method)
+
+        async def spy(*args, _original=original, **kwargs):
+            calls.append(str(args))
+            return await _original(*args, **kwargs)
+
+        monkeypatch.setattr(archive, method, spy)
+    response = radiologist.get(path)
+    assert response.status_code in (404, 422)
+    if "%2e" not in path:
+        assert response.status_code == 422
+    assert calls == []
+
+
+def test_malformed_dicom_upload_gets_400_stores_nothing_and_service_goes_on(
+    admin: TestClient, orthanc: OrthancConnection, shared_data: Path
+) -> None:
+    good = (shared_data / "dicom" / "dx_chest" / "dx_image.dcm").read_bytes()
+    before = _instance_count(orthanc)
+    for body in (b"this is not DICOM", good[: len(good) // 2], b"DICM" * 40):
+        response = admin.post("/dicomweb/studies", content=body, headers={"Content-Type": "application/dicom"})
+        assert response.status_code == 400
+        assert "not valid DICOM" in response.json()["detail"] or "truncated" in response.json()["detail"]
+    boundary = "openaim-test-boundary"
+    mixed = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + good
+        + f"\r\n--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + b"garbage"
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    response = admin.post("/dicomweb/studies", content=mixed, headers={"Content-Type": content_type})
+    assert response.status_code == 400
+    assert "part 2" in response.json()["detail"]
+    assert _instance_count(orthanc) == before  # the good part 1 was not stored either
+    assert admin.get("/worklist").status_code == 200
+
+
+def test_valid_stow_upload_is_stored(admin: TestClient, orthanc: OrthancConnection, shared_data: Path) -> None:
+    dataset = pydicom.dcmread(shared_data / "dicom" / "dx_chest" / "dx_image.dcm")
+    dataset.SOPInstanceUID = generate_uid()
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    before = _instance_count(orthanc)
+    response = admin.post(
+        "/dicomweb/studies", content=_dicom_bytes(dataset), headers={"Content-Type": "application/dicom"}
+    )
+    assert response.status_code == 200
+    stored = response.json()["00081199"]["Value"][0]["00081155"]["Value"]
+    assert stored == [dataset.SOPInstanceUID]
+    assert _instance_count(orthanc) == before + 1
+
+
+def test_roles_are_enforced(client: TestClient, studies) -> None:
+    sign_in(client, "governance")
+    assert client.get("/worklist").status_code == 403
+    client.cookies.clear()
+    sign_in(client, "radiologist")
+    response = client.post("/dicomweb/studies", content=b"x", headers={"Content-Type": "application/dicom"})
+    assert response.status_code == 403
