@@ -41,7 +41,9 @@ def serve(
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    limit: Annotated[int | None, typer.Option(help="Only the first N chest X-rays.")] = None,
+) -> None:
     """Start everything on loopback, seed the demo studies, print the URL and a demo sign-in."""
     from openaim.platform import archive
     from openaim.platform import serve as run_viewer
@@ -52,7 +54,7 @@ def demo() -> None:
     upgrade(settings.resolved_database_url)
     password = _ensure_demo_user(settings)
     with archive(settings) as connection:
-        report = seed_studies(connection, settings.shared_data_dir, progress=print_progress)
+        report = seed_studies(connection, settings.shared_data_dir, limit=limit, progress=print_progress)
         typer.echo(f"Seeded: {report.summary()}")
         typer.echo(
             f"\n  openaim is running at http://{settings.host}:{settings.port}/\n"

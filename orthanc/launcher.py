@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +26,9 @@ INSTALL_HINT = (
 )
 
 
+PR_SET_PDEATHSIG = 1
+
+
 class OrthancNotInstalledError(RuntimeError):
     def __init__(self, detail: str = "") -> None:
         super().__init__(f"{INSTALL_HINT}{(' (' + detail + ')') if detail else ''}")
@@ -30,6 +36,12 @@ class OrthancNotInstalledError(RuntimeError):
 
 class OrthancStartError(RuntimeError):
     pass
+
+
+def _stop_with_parent() -> None:
+    """Ask Linux to send Orthanc SIGTERM if the platform dies without stopping it (kill -9, crash)."""
+    if sys.platform == "linux":
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -84,6 +96,7 @@ class OrthancServer:
             stdout=log_handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=_stop_with_parent,
         )
         log_handle.close()
         self._wait_until_ready(timeout)

@@ -21,7 +21,6 @@ from viewer.deps import NotSignedInError, check_csrf, current_user
 from viewer.headers import SecurityHeaders
 from viewer.templates import make_templates, render
 
-PUBLIC_PATHS = frozenset({"/signin", "/signout", "/healthz"})
 
 
 def create_app(settings: Settings, orthanc: OrthancConnection) -> FastAPI:
@@ -32,7 +31,7 @@ def create_app(settings: Settings, orthanc: OrthancConnection) -> FastAPI:
         await app.state.archive.aclose()
         app.state.engine.dispose()
 
-    app = FastAPI(title="openaim", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="openaim", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.engine = make_engine(settings.resolved_database_url)
     app.state.db = session_factory(app.state.engine)

@@ -46,7 +46,7 @@ class Archive:
     async def _search(self, path: str, params: list[tuple[str, str]]) -> list[Dataset]:
         try:
             response = await self._client.get(
-                path, params=params, headers={"Accept": "application/dicom+json"}
+                path, params=tuple(params), headers={"Accept": "application/dicom+json"}
             )
         except httpx.TransportError as error:
             raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error

@@ -5,8 +5,8 @@ and the roles they need. A route names an alias (``Reader``, ``Admin``...) and c
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request

@@ -67,7 +67,9 @@ def test_worklist_lists_studies_with_their_main_attributes(
 
 
 def test_worklist_filters_by_patient_id_with_htmx_partial(radiologist: TestClient, studies) -> None:
-    response = radiologist.get("/worklist", params={"patient_id": "HOSTILE-1"}, headers={"HX-Request": "true"})
+    response = radiologist.get(
+        "/worklist", params={"patient_id": "HOSTILE-1"}, headers={"HX-Request": "true"}
+    )
     assert response.status_code == 200
     assert "<html" not in response.text  # only the rows
     assert studies["hostile"] in response.text and studies["ct"] not in response.text
@@ -90,7 +92,9 @@ def test_study_page_shows_the_series_images_and_is_audited(
     assert image.status_code == 200
     assert image.headers["content-type"].startswith("image/")
     with db() as session:
-        opened = session.scalars(select(AuditEvent).where(AuditEvent.event_type == "DICOMInstancesAccessed")).all()
+        opened = session.scalars(
+            select(AuditEvent).where(AuditEvent.event_type == "DICOMInstancesAccessed")
+        ).all()
     assert [(row.object_uid, row.username) for row in opened] == [(studies["ct"], "radiologist")]
 
 
@@ -137,7 +141,9 @@ def test_malformed_dicom_upload_gets_400_stores_nothing_and_service_goes_on(
     good = (shared_data / "dicom" / "dx_chest" / "dx_image.dcm").read_bytes()
     before = _instance_count(orthanc)
     for body in (b"this is not DICOM", good[: len(good) // 2], b"DICM" * 40):
-        response = admin.post("/dicomweb/studies", content=body, headers={"Content-Type": "application/dicom"})
+        response = admin.post(
+            "/dicomweb/studies", content=body, headers={"Content-Type": "application/dicom"}
+        )
         assert response.status_code == 400
         assert "not valid DICOM" in response.json()["detail"] or "truncated" in response.json()["detail"]
     boundary = "openaim-test-boundary"
@@ -156,7 +162,9 @@ def test_malformed_dicom_upload_gets_400_stores_nothing_and_service_goes_on(
     assert admin.get("/worklist").status_code == 200
 
 
-def test_valid_stow_upload_is_stored(admin: TestClient, orthanc: OrthancConnection, shared_data: Path) -> None:
+def test_valid_stow_upload_is_stored(
+    admin: TestClient, orthanc: OrthancConnection, shared_data: Path
+) -> None:
     dataset = pydicom.dcmread(shared_data / "dicom" / "dx_chest" / "dx_image.dcm")
     dataset.SOPInstanceUID = generate_uid()
     dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID

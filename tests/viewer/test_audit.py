@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -52,7 +54,7 @@ def test_rows_carry_the_ps3_15_vocabulary_and_link_to_the_row_before(trail) -> N
     with trail() as db:
         rows = list(db.scalars(audit.select(audit.AuditEvent).order_by(audit.AuditEvent.id)))
     assert rows[0].prev_hash == audit.GENESIS
-    assert all(later.prev_hash == earlier.hash for earlier, later in zip(rows, rows[1:], strict=False))
+    assert all(later.prev_hash == earlier.hash for earlier, later in itertools.pairwise(rows))
     assert {(row.event_type, row.action, row.outcome) for row in rows} == {
         ("DICOMInstancesAccessed", "R", Outcome.SUCCESS)
     }
@@ -81,9 +83,7 @@ def test_verify_finds_a_deleted_row(trail) -> None:
         db.execute(text("DELETE FROM audit_events WHERE id = 2"))
     with trail() as db:
         result = audit.verify(db)
-    assert result.problems == [
-        "row 3: does not follow the row before it (a row was deleted or altered)"
-    ]
+    assert result.problems == ["row 3: does not follow the row before it (a row was deleted or altered)"]
 
 
 def test_verify_command_exits_1_on_a_tampered_trail(

@@ -32,7 +32,9 @@ def test_password_is_stored_as_argon2_hash(db: sessionmaker[Session]) -> None:
     assert PASSWORD not in user.password_hash
 
 
-def test_sign_in_sets_a_secure_http_only_session_cookie(client: TestClient, db: sessionmaker[Session]) -> None:
+def test_sign_in_sets_a_secure_http_only_session_cookie(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
     token = csrf_token(client.get("/signin").text)
     response = client.post(
         "/signin",

@@ -1,0 +1,119 @@
+"""The `openaim` command: users from the command line, and a demo that Ctrl-C stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from openaim.cli import app as cli
+from openaim.db import make_engine, session_factory
+from orthanc.launcher import free_port
+from viewer.users import check_password
+
+PASSWORD = "a long enough password"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    variables = {"OPENAIM_DATA_DIR": str(tmp_path / "data")}
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    return variables
+
+
+def test_user_add_creates_a_user_with_roles_and_a_hashed_password(env: dict[str, str]) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["user", "add", "dr-tan", "--role", "radiologist", "--role", "reviewer", "--password-stdin"],
+        input=PASSWORD + "\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "Added dr-tan (radiologist, reviewer)" in result.output
+    factory = session_factory(make_engine(f"sqlite:///{env['OPENAIM_DATA_DIR']}/openaim.db"))
+    with factory() as db:
+        user = check_password(db, "dr-tan", PASSWORD)
+        assert user is not None
+        assert {role.value for role in user.roles} == {"radiologist", "reviewer"}
+
+
+def test_user_add_refuses_duplicates_unknown_roles_and_short_passwords(env: dict[str, str]) -> None:
+    runner = CliRunner()
+    add = ["user", "add", "dr-lim", "--password-stdin"]
+    assert runner.invoke(cli, [*add, "-r", "admin"], input=PASSWORD + "\n").exit_code == 0
+    duplicate = runner.invoke(cli, [*add, "-r", "admin"], input=PASSWORD + "\n")
+    assert duplicate.exit_code == 1 and "already exists" in duplicate.output
+    unknown = runner.invoke(cli, ["user", "add", "x", "-r", "wizard", "--password-stdin"], input=PASSWORD)
+    assert unknown.exit_code == 2 and "radiologist, reviewer, governance, admin" in unknown.output
+    short = runner.invoke(cli, ["user", "add", "y", "-r", "admin", "--password-stdin"], input="short\n")
+    assert short.exit_code == 1 and "at least 12 characters" in short.output
+
+
+@pytest.mark.slow
+def test_demo_serves_the_platform_and_ctrl_c_leaves_no_orthanc_running(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "OPENAIM_DATA_DIR": str(tmp_path / "data"),
+        "OPENAIM_PORT": str(port),
+        "OPENAIM_ORTHANC_HTTP_PORT": str(free_port()),
+    }
+    openaim = Path(sys.executable).parent / "openaim"
+    demo = subprocess.Popen(
+        [str(openaim), "demo", "--limit", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output = _read_until(demo, "Ctrl-C stops", timeout=90)
+        assert f"http://127.0.0.1:{port}/" in output
+        assert re.search(r"demo sign-in: user 'demo', password '[^']{12,}'", output)
+        assert _wait_for(f"http://127.0.0.1:{port}/healthz")
+        orthanc_config = tmp_path / "data" / "orthanc" / "orthanc.json"
+        assert _orthanc_pids(orthanc_config), "Orthanc should be running while the demo runs"
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=30)
+        assert _orthanc_pids(orthanc_config) == []
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+
+
+def _read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        lines.append(line)
+        if marker in line:
+            return "".join(lines)
+    raise AssertionError("the demo did not start:\n" + "".join(lines))
+
+
+def _wait_for(url: str, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url).status_code == 200:
+                return True
+        except httpx.TransportError:
+            time.sleep(0.1)
+    return False
+
+
+def _orthanc_pids(config: Path) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", str(config)], capture_output=True, text=True, check=False)
+    return found.stdout.split()
