@@ -22,7 +22,6 @@ from viewer.headers import SecurityHeaders
 from viewer.templates import make_templates, render
 
 
-
 def create_app(settings: Settings, orthanc: OrthancConnection) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -6,8 +6,6 @@ import re
 
 from fastapi.testclient import TestClient
 
-
-
 # The only routes a visitor may reach before signing in. Adding one here is a security decision.
 PUBLIC_PATHS = frozenset({"/signin", "/signout", "/healthz"})
 
