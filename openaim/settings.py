@@ -26,7 +26,6 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
-    secret_key: SecretStr | None = Field(None, description="Signs tokens; generated if unset.")
     cookie_secure: bool = Field(
         True, description="Send cookies over HTTPS only. Browsers treat 127.0.0.1 as secure."
     )
@@ -64,11 +63,6 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.resolved_data_dir / 'openaim.db'}"
 
-    @property
-    def resolved_secret_key(self) -> str:
-        if self.secret_key is not None:
-            return self.secret_key.get_secret_value()
-        return generated_secret(self.resolved_data_dir / "secret_key")
 
 
 def generated_secret(path: Path, nbytes: int = 32) -> str:

@@ -39,7 +39,6 @@ REQUIRED_SETTINGS = (
     "orthanc_url",
     "orthanc_username",
     "orthanc_password",
-    "secret_key",
 )
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|REGISTERED_USERS|DATABASE_URL")
 PLACEHOLDER = "change-me"

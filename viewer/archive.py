@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from pydicom import Dataset
@@ -44,10 +45,10 @@ class Archive:
         await self._client.aclose()
 
     async def _search(self, path: str, params: list[tuple[str, str]]) -> list[Dataset]:
+        # Orthanc matches wildcards only when `*` arrives unencoded (as with `window=C,W` commas).
+        url = httpx.URL(f"{self.connection.dicomweb_url}{path}", query=urlencode(params, safe="*,").encode())
         try:
-            response = await self._client.get(
-                path, params=tuple(params), headers={"Accept": "application/dicom+json"}
-            )
+            response = await self._client.get(url, headers={"Accept": "application/dicom+json"})
         except httpx.TransportError as error:
             raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
         if response.status_code == 204 or not response.content:

@@ -22,8 +22,15 @@ PASSED_HEADERS = ("content-type", "content-length", "content-encoding", "etag", 
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 
 
-async def _forward(request: Request, archive: Archive, path: str) -> Response:
-    accept = {"Accept": request.headers.get("accept", "*/*")}
+def rendered_media_type(accept: str) -> str:
+    """Orthanc DICOMweb 1.7 refuses a browser's image Accept list (`image/avif,...,image/*`) with 400.
+    Ask for one type it renders: PNG (lossless) unless the client asked for JPEG only."""
+    wants_jpeg_only = "image/jpeg" in accept and not any(t in accept for t in ("image/png", "image/*", "*/*"))
+    return "image/jpeg" if wants_jpeg_only else "image/png"
+
+
+async def _forward(request: Request, archive: Archive, path: str, accept_type: str | None = None) -> Response:
+    accept = {"Accept": accept_type or request.headers.get("accept", "*/*")}
     try:
         upstream = await archive.open_stream("GET", path, request.url.query, accept)
     except ArchiveError as error:
@@ -99,7 +106,8 @@ async def rendered(
     archive: ArchiveClient,
 ) -> Response:
     path = f"/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/rendered"
-    return await _forward(request, archive, path)
+    accept_type = rendered_media_type(request.headers.get("accept", "*/*"))
+    return await _forward(request, archive, path, accept_type)
 
 
 @router.post("/studies")

@@ -185,3 +185,17 @@ def test_roles_are_enforced(client: TestClient, studies) -> None:
     sign_in(client, "radiologist")
     response = client.post("/dicomweb/studies", content=b"x", headers={"Content-Type": "application/dicom"})
     assert response.status_code == 403
+
+
+def test_worklist_search_accepts_dicom_wildcards(radiologist: TestClient, studies) -> None:
+    rows = radiologist.get("/worklist", params={"patient_id": "HOSTILE-*"}, headers={"HX-Request": "true"})
+    assert studies["hostile"] in rows.text and studies["ct"] not in rows.text
+
+
+def test_rendered_frame_answers_a_browsers_image_accept_header(radiologist: TestClient, studies) -> None:
+    page = radiologist.get(f"/studies/{studies['hostile']}").text
+    image_url = next(part.split('"')[0] for part in page.split('src="')[1:] if "/rendered" in part)
+    chromium_accept = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
+    response = radiologist.get(image_url, headers={"Accept": chromium_accept})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"

@@ -1,0 +1,136 @@
+"""Benchmark: the platform's DICOMweb proxy against Orthanc's own DICOMweb endpoints, same run.
+
+Starts a temporary Orthanc and the viewer on loopback, seeds demo studies, then times the same
+requests both ways (a worklist QIDO-RS search, WADO-RS frames, rendered frames) and prints a table.
+Usage: .venv/bin/python bench/proxy.py [--images 40] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import secrets
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from openaim.db import make_engine, session_factory, transaction, upgrade
+from openaim.seed import seed
+from openaim.settings import Settings
+from orthanc import OrthancConnection, OrthancServer
+from orthanc.launcher import free_port
+from viewer.app import create_app
+from viewer.users import Role, add_user
+
+PASSWORD = secrets.token_urlsafe(16)
+FRAME_ACCEPT = {"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'}
+
+
+def start_viewer(data_dir: Path, orthanc: OrthancConnection) -> tuple[str, uvicorn.Server]:
+    # Plain HTTP on loopback for the benchmark client, so cookies are not Secure-only here.
+    settings = Settings(data_dir=data_dir, cookie_secure=False)
+    upgrade(settings.resolved_database_url)
+    with transaction(session_factory(make_engine(settings.resolved_database_url))) as db:
+        add_user(db, "bench", PASSWORD, {Role.RADIOLOGIST})
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, orthanc), host="127.0.0.1", port=port, log_level="warning")
+    )
+    threading.Thread(target=server.run, daemon=True).start()
+    base = f"http://127.0.0.1:{port}"
+    while not server.started:
+        time.sleep(0.05)
+    return base, server
+
+
+def signed_in_client(base: str) -> httpx.Client:
+    client = httpx.Client(base_url=base, timeout=60)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/signin").text)
+    assert token is not None
+    response = client.post(
+        "/signin", data={"username": "bench", "password": PASSWORD, "csrf_token": token.group(1)}
+    )
+    assert response.status_code == 303, "benchmark sign-in failed"
+    return client
+
+
+def frame_paths(orthanc: OrthancConnection, limit: int) -> list[str]:
+    with orthanc.client() as client:
+        studies = client.get(
+            "/dicom-web/studies", params={"ModalitiesInStudy": "DX", "limit": str(limit)}
+        ).json()
+        paths = []
+        for study in studies:
+            study_uid = study["0020000D"]["Value"][0]
+            for instance in client.get(f"/dicom-web/studies/{study_uid}/instances").json():
+                series_uid = instance["0020000E"]["Value"][0]
+                sop_uid = instance["00080018"]["Value"][0]
+                paths.append(f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}")
+    return paths[:limit]
+
+
+def timed(requests: list[Callable[[], httpx.Response]]) -> list[float]:
+    latencies = []
+    for request in requests:
+        start = time.perf_counter()
+        response = request()
+        response.raise_for_status()
+        _ = response.content
+        latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def row(name: str, latencies: list[float]) -> str:
+    ordered = sorted(latencies)
+    p95 = ordered[max(0, int(len(ordered) * 0.95) - 1)]
+    rate = len(latencies) / sum(latencies)
+    return (
+        f"| {name:<38} | {len(latencies):>5} | {rate:>8.1f} | "
+        f"{statistics.median(latencies) * 1000:>7.1f} | {p95 * 1000:>7.1f} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        shared = Settings().shared_data_dir
+        server = OrthancServer(Path(tmp) / "orthanc", http_port=free_port(), stable_age=5)
+        with server as orthanc:
+            seed(orthanc, shared, limit=args.images)
+            base, viewer = start_viewer(Path(tmp) / "data", orthanc)
+            paths = frame_paths(orthanc, args.images)
+            direct = orthanc.client(timeout=60)
+            direct.base_url = httpx.URL(orthanc.dicomweb_url)
+            platform = signed_in_client(base)
+            platform.base_url = httpx.URL(f"{base}/dicomweb")
+            cases: list[tuple[str, Callable[[httpx.Client, str], httpx.Response]]] = [
+                ("QIDO-RS studies (limit 200)", lambda c, _: c.get("/studies", params={"limit": "200"})),
+                ("WADO-RS frame (raw pixels)", lambda c, p: c.get(f"{p}/frames/1", headers=FRAME_ACCEPT)),
+                ("WADO-RS rendered (image)", lambda c, p: c.get(f"{p}/rendered")),
+            ]
+            print(f"\n{len(paths)} chest X-rays, {args.rounds} rounds, one request at a time, loopback\n")
+            print("| request                                | count |    req/s |  p50 ms |  p95 ms |")
+            print("|----------------------------------------|------:|---------:|--------:|--------:|")
+            for name, call in cases:
+                for label, client in (("Orthanc direct", direct), ("platform proxy", platform)):
+                    requests = [
+                        (lambda c=client, p=path, f=call: f(c, p))
+                        for _ in range(args.rounds)
+                        for path in paths
+                    ]
+                    timed(requests[:3])  # warm-up
+                    print(row(f"{name}: {label}", timed(requests)))
+            viewer.should_exit = True
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""A radiologist's first minute in a real browser: sign in, find a study, see the image.
+
+Everything is real: Orthanc with seeded demo chest X-rays, the viewer under uvicorn, Chromium. Any
+console error fails the test, which is how a Content-Security-Policy that blocks a script or style shows.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from .conftest import PASSWORD, USERNAME, PageProblems
+
+pytestmark = pytest.mark.browser
+
+
+def test_sign_in_worklist_filter_and_study(
+    page: Page, viewer_url: str, problems: PageProblems, artifacts: Path
+) -> None:
+    page.goto(f"{viewer_url}/worklist")
+    expect(page).to_have_url(re.compile(r"/signin\?next=/worklist$"))
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+    page.get_by_label("User name").fill(USERNAME)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{viewer_url}/worklist")
+    expect(page.get_by_test_id("signed-in-user")).to_have_text("Dr Reader")
+
+    # The Secure __Host- cookies survive on http://127.0.0.1 (a secure context for Chromium).
+    cookies = {cookie["name"]: cookie for cookie in page.context.cookies()}
+    assert "__Host-openaim_session" in cookies, sorted(cookies)
+    assert cookies["__Host-openaim_session"]["secure"]
+    assert cookies["__Host-openaim_session"]["httpOnly"]
+
+    rows = page.locator("#worklist-rows tr")
+    demo_rows = rows.filter(has_text="DEMO-")
+    expect(demo_rows.first).to_be_visible()
+    expect(demo_rows.first.locator("td").first).to_contain_text("DEMO")
+    row_count = rows.count()
+    patient_id = demo_rows.first.locator("td").nth(1).inner_text()
+    assert row_count >= 3
+    assert page.evaluate("typeof htmx") == "object", "htmx did not load"
+    page.screenshot(path=artifacts / "worklist.png", full_page=True)
+
+    # The filter swaps the table body through htmx; a full reload would drop the marker.
+    page.evaluate("window.__noReload = true")
+    page.get_by_label("Patient ID").fill("NO-SUCH-ID")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_text("No studies match.")
+    assert page.evaluate("window.__noReload") is True, "the filter reloaded the whole page"
+    expect(page).to_have_url(re.compile(r"patient_id=NO-SUCH-ID"))
+
+    page.get_by_label("Patient ID").fill(patient_id)
+    expect(rows.first).to_contain_text(patient_id)
+    expect(rows.filter(has_not_text=patient_id)).to_have_count(0)
+
+    page.get_by_label("Patient ID").fill("")
+    expect(rows).to_have_count(row_count)
+    assert page.evaluate("window.__noReload") is True
+
+    demo_rows.first.get_by_role("link").click()
+    expect(page).to_have_url(re.compile(r"/studies/[0-9.]+$"))
+    expect(page.get_by_role("heading", level=1)).to_contain_text("DEMO")
+    image = page.get_by_test_id("images").locator("img").first
+    expect(image).to_be_visible()
+    page.wait_for_function("img => img.complete", arg=image.element_handle())
+    page.screenshot(path=artifacts / "study.png", full_page=True)
+    loaded = image.evaluate("img => img.naturalWidth")
+    assert loaded > 0, f"the image did not load: {problems.all()}"
+
+    assert problems.all() == []
