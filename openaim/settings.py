@@ -64,7 +64,6 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.resolved_data_dir / 'openaim.db'}"
 
 
-
 def generated_secret(path: Path, nbytes: int = 32) -> str:
     """Read a secret kept in ``path``, creating it (mode 0600) on first use."""
     if path.exists():
