@@ -3,9 +3,8 @@ for the browser-facing proxy. The browser never talks to Orthanc itself."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -28,7 +27,7 @@ class Upstream:
     status_code: int
     headers: Mapping[str, str]
     body: AsyncIterator[bytes]
-    close: Any
+    close: Callable[[], Awaitable[None]]
 
 
 class Archive:

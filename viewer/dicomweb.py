@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from viewer import audit
 from viewer.archive import Archive, ArchiveError
@@ -41,8 +42,12 @@ async def _forward(request: Request, archive: Archive, path: str, accept_type: s
         raise HTTPException(status, "Not found in the archive." if status == 404 else "Archive error.")
     headers = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_HEADERS}
     headers["cache-control"] = "private, max-age=3600"  # pixel data at a UID never changes
+    # Closing in the background also frees Orthanc's connection when the browser goes away mid-stream.
     return StreamingResponse(
-        upstream.body, status_code=upstream.status_code, headers=headers, background=None
+        upstream.body,
+        status_code=upstream.status_code,
+        headers=headers,
+        background=BackgroundTask(upstream.close),
     )
 
 
