@@ -1,0 +1,1 @@
+"""Inference: model packages (``manifest``: what a model is; ``package``: its files, verified before use)."""

@@ -1,0 +1,87 @@
+"""A tiny but real model package (a torch Linear state dict with its true sha256) for the package tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+WEIGHTS = "weights.pt"
+
+
+def example_manifest(weights_sha256: str = "0" * 64) -> dict[str, Any]:
+    return {
+        "id": "openaim.tiny-cxr",
+        "name": "Tiny chest X-ray classifier",
+        "vendor": "openaim tests",
+        "version": "1.0.0",
+        "intended_use": "Triage of frontal adult chest radiographs for effusion and pneumothorax.",
+        "contraindications": ["Paediatric patients", "Lateral views"],
+        "regulatory": {"status": "research_use_only", "statement": "For research use only."},
+        "training_data": "NIH ChestX-ray14 subset (521 images); no age or sex metadata.",
+        "performance_claims": [
+            {"label": "Effusion", "metric": "AUROC", "value": 0.86, "dataset": "ChestX-ray14 test split"}
+        ],
+        "outputs": [
+            {
+                "label": "Effusion",
+                "display_name": "Pleural effusion",
+                "threshold": 0.4,
+                "code": {"value": "60046008", "scheme": "SCT", "meaning": "Pleural effusion"},
+            },
+            {"label": "Pneumothorax", "display_name": "Pneumothorax", "threshold": 0.3},
+        ],
+        "triage": [{"label": "Pneumothorax", "priority": "urgent"}],
+        "selectors": [
+            {"keyword": "Modality", "values": ["CR", "DX"]},
+            {"keyword": "BodyPartExamined", "values": ["CHEST"]},
+            {"keyword": "ViewPosition", "values": ["PA", "AP"]},
+            {
+                "keyword": "SOPClassUID",
+                "values": ["1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1"],
+            },
+        ],
+        "preprocessing": {
+            "input_size": 224,
+            "channels": 3,
+            "resize": "resize_short_crop_center",
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+        },
+        "runtime": {"kind": "state_dict", "weights": WEIGHTS, "module": "tests.models:Tiny", "kwargs": {}},
+        "weights_sha256": weights_sha256,
+        "device_uid": "1.2.826.0.1.3680043.10.1234.1.0",
+    }
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_package(folder: Path, **changes: Any) -> Path:
+    """A package folder with a real Linear(4, 2) state dict; ``changes`` replace top-level manifest keys."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(torch.nn.Linear(4, 2).state_dict(), folder / WEIGHTS)
+    manifest = example_manifest(sha256_of(folder / WEIGHTS)) | changes
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
+@pytest.fixture
+def make_package(tmp_path: Path) -> Callable[..., Path]:
+    def make(name: str = "package", **changes: Any) -> Path:
+        return write_package(tmp_path / name, **changes)
+
+    return make
+
+
+@pytest.fixture
+def manifest_data() -> dict[str, Any]:
+    return example_manifest()
