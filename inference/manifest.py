@@ -27,10 +27,10 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
+from openaim.uids import is_uid
+
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest is metadata; anything bigger is a mistake or an attack
-
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+\Z")
 
 
 class PackageError(Exception):
@@ -39,11 +39,6 @@ class PackageError(Exception):
     def __init__(self, problems: list[str] | str) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("model package refused:\n" + "\n".join(f"- {line}" for line in self.problems))
-
-
-def is_dicom_uid(value: str) -> bool:
-    """DICOM PS3.5 9.1: digits and dots, no leading zeros in a component, at most 64 characters."""
-    return len(value) <= 64 and bool(_UID.match(value))
 
 
 def safe_relative_path(value: str) -> str:
@@ -79,7 +74,7 @@ def _matching(pattern: str, description: str) -> AfterValidator:
 
 
 def _uid(value: str) -> str:
-    if not is_dicom_uid(value):
+    if not is_uid(value):
         raise ValueError("must be a DICOM UID: digits and dots, no leading zeros, at most 64 characters")
     return value
 
@@ -182,7 +177,7 @@ class Selector(_Strict):
     def _uid_values_are_uids(self) -> Selector:
         tag = tag_for_keyword(self.keyword)
         if tag is not None and dictionary_VR(tag) == "UI":
-            bad = [value for value in self.values if not is_dicom_uid(value)]
+            bad = [value for value in self.values if not is_uid(value)]
             if bad:
                 raise ValueError(f"{self.keyword} values must be DICOM UIDs: {', '.join(map(repr, bad))}")
         return self

@@ -36,6 +36,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
+from openaim.uids import is_uid
 from orthanc.connection import OrthancConnection
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,6 @@ FULL_SIZE_PIXEL_SPACING_MM = 0.143
 FULL_SIZE_PIXELS = 1024
 DEMO_PERIOD_DAYS = 28
 
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _SOURCE_NAME = re.compile(re.escape(NIH_SOURCE) + r" image (\S+\.png)")
 
 _FAMILY_NAMES = (
@@ -272,7 +272,7 @@ def _fixture_items(data_dir: Path, report: SeedReport) -> list[_Item]:
         except Exception as error:  # any unreadable file is reported, never fatal
             report.failed[label] = f"not readable as DICOM: {error}"
             continue
-        if not _UID.match(uid) or len(uid) > 64:
+        if not is_uid(uid):
             report.failed[label] = "missing or malformed SOPInstanceUID"
             continue
         items.append(_Item(label=label, sop_instance_uid=uid, load=path.read_bytes))

@@ -13,7 +13,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels.utils import get_expected_length
 
-from viewer.uids import is_uid
+from openaim.uids import is_uid
 
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 

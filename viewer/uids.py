@@ -5,20 +5,14 @@ Validated at the edge so that a malformed UID is refused (422) before it can rea
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import Path, Query
 
-UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$"
-_UID_RE = re.compile(UID_PATTERN)
+from openaim.uids import UID_PATTERN
 
 StudyUID = Annotated[str, Path(pattern=UID_PATTERN, max_length=64, description="StudyInstanceUID")]
 SeriesUID = Annotated[str, Path(pattern=UID_PATTERN, max_length=64, description="SeriesInstanceUID")]
 InstanceUID = Annotated[str, Path(pattern=UID_PATTERN, max_length=64, description="SOPInstanceUID")]
 OptionalSeriesUID = Annotated[str | None, Query(pattern=UID_PATTERN, max_length=64)]
 FrameList = Annotated[str, Path(pattern=r"^[1-9][0-9]{0,5}(,[1-9][0-9]{0,5}){0,255}$")]
-
-
-def is_uid(value: str) -> bool:
-    return len(value) <= 64 and _UID_RE.fullmatch(value) is not None

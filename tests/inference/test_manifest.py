@@ -15,9 +15,9 @@ from inference.manifest import (
     PackageError,
     Priority,
     StateDictRuntime,
-    is_dicom_uid,
     load_manifest,
 )
+from openaim.uids import is_uid
 
 
 def refused(folder: Path) -> list[str]:
@@ -137,7 +137,7 @@ def test_sha256_is_normalised_to_lower_case(manifest_data: dict[str, Any]) -> No
     ],
 )
 def test_dicom_uid_rules(uid: str, valid: bool) -> None:
-    assert is_dicom_uid(uid) is valid
+    assert is_uid(uid) is valid
 
 
 def test_file_level_problems(tmp_path: Path) -> None:
