@@ -6,6 +6,7 @@ import sys
 from typing import Annotated
 
 import typer
+from sqlalchemy.orm import Session, sessionmaker
 
 from openaim.db import make_engine, session_factory, transaction, upgrade
 from openaim.settings import Settings, generated_secret
@@ -25,6 +26,12 @@ def _settings() -> Settings:
     return Settings()
 
 
+def _database(settings: Settings) -> sessionmaker[Session]:
+    """The platform's database, migrated to the newest schema."""
+    upgrade(settings.resolved_database_url)
+    return session_factory(make_engine(settings.resolved_database_url))
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
@@ -36,6 +43,7 @@ def serve(
 
     settings = _settings()
     settings = settings.model_copy(update={"host": host or settings.host, "port": port or settings.port})
+    upgrade(settings.resolved_database_url)
     with archive(settings) as connection:
         run_viewer(settings, connection)
 
@@ -51,7 +59,6 @@ def demo(
     from openaim.seed import seed as seed_studies
 
     settings = _settings()
-    upgrade(settings.resolved_database_url)
     password = _ensure_demo_user(settings)
     with archive(settings) as connection:
         report = seed_studies(connection, settings.shared_data_dir, limit=limit, progress=print_progress)
@@ -68,8 +75,7 @@ def _ensure_demo_user(settings: Settings) -> str:
     from viewer.users import Role, add_user, find_user
 
     password = generated_secret(settings.resolved_data_dir / "demo-password", nbytes=12)
-    factory = session_factory(make_engine(settings.resolved_database_url))
-    with transaction(factory) as db:
+    with transaction(_database(settings)) as db:
         if find_user(db, DEMO_USER) is None:
             add_user(db, DEMO_USER, password, set(Role), display_name="Demo Reader (all roles)")
     return password
@@ -121,11 +127,8 @@ def user_add(
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    settings = _settings()
-    upgrade(settings.resolved_database_url)
-    factory = session_factory(make_engine(settings.resolved_database_url))
     try:
-        with transaction(factory) as db:
+        with transaction(_database(_settings())) as db:
             add_user(db, username, password, roles, display_name=display_name)
     except (UserExistsError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
@@ -138,9 +141,7 @@ def audit_verify() -> None:
     """Check the audit trail's hash chain; exit 1 if any row was altered or deleted."""
     from viewer.audit import verify
 
-    settings = _settings()
-    factory = session_factory(make_engine(settings.resolved_database_url))
-    with factory() as db:
+    with _database(_settings())() as db:
         result = verify(db)
     for problem in result.problems:
         typer.echo(problem, err=True)

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from openaim.db import upgrade
 from openaim.logs import uvicorn_log_config
 from openaim.settings import Settings
 from orthanc import OrthancConnection, OrthancServer
@@ -37,10 +36,9 @@ def archive(settings: Settings) -> Iterator[OrthancConnection]:
 
 
 def serve(settings: Settings, connection: OrthancConnection) -> None:
-    """Run the viewer until Ctrl-C or SIGTERM."""
+    """Run the viewer until Ctrl-C or SIGTERM, on a database already migrated."""
     from viewer.app import create_app
 
-    upgrade(settings.resolved_database_url)
     app = create_app(settings, connection)
     uvicorn.run(
         app,

@@ -15,7 +15,7 @@ from types import TracebackType
 
 import httpx
 
-from orthanc.config import OrthancLayout, load_or_create_credentials, orthanc_config, write_config
+from orthanc.config import PLUGINS, OrthancLayout, load_or_create_credentials, orthanc_config, write_config
 from orthanc.connection import OrthancConnection
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class OrthancServer:
         binary = shutil.which(self.executable)
         if binary is None:
             raise OrthancNotInstalledError(f"no `{self.executable}` on PATH")
-        for plugin in ("libOrthancDicomWeb.so", "libOrthancGdcm.so"):
+        for plugin in PLUGINS:
             if not (self.plugins_dir / plugin).exists():
                 raise OrthancNotInstalledError(f"missing plugin {self.plugins_dir / plugin}")
         return binary

@@ -30,7 +30,9 @@ def rendered_media_type(accept: str) -> str:
     return "image/jpeg" if wants_jpeg_only else "image/png"
 
 
-async def _forward(request: Request, archive: Archive, path: str, accept_type: str | None = None) -> Response:
+async def _forward(
+    request: Request, archive: Archive, path: str, accept_type: str | None = None, pixels: bool = False
+) -> Response:
     accept = {"Accept": accept_type or request.headers.get("accept", "*/*")}
     try:
         upstream = await archive.open_stream("GET", path, request.url.query, accept)
@@ -41,7 +43,8 @@ async def _forward(request: Request, archive: Archive, path: str, accept_type: s
         status = upstream.status_code if upstream.status_code in (400, 404, 406) else 502
         raise HTTPException(status, "Not found in the archive." if status == 404 else "Archive error.")
     headers = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_HEADERS}
-    headers["cache-control"] = "private, max-age=3600"  # pixel data at a UID never changes
+    if pixels:  # the pixels of an instance UID never change; searches and metadata do (new series)
+        headers["cache-control"] = "private, max-age=3600"
     # Closing in the background also frees Orthanc's connection when the browser goes away mid-stream.
     return StreamingResponse(
         upstream.body,
@@ -98,7 +101,7 @@ async def frames(
     archive: ArchiveClient,
 ) -> Response:
     path = f"/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/frames/{frames}"
-    return await _forward(request, archive, path)
+    return await _forward(request, archive, path, pixels=True)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/rendered")
@@ -112,7 +115,7 @@ async def rendered(
 ) -> Response:
     path = f"/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/rendered"
     accept_type = rendered_media_type(request.headers.get("accept", "*/*"))
-    return await _forward(request, archive, path, accept_type)
+    return await _forward(request, archive, path, accept_type, pixels=True)
 
 
 @router.post("/studies")

@@ -33,7 +33,8 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers += HEADERS
-                if not is_static:
+                has_policy = any(name.lower() == b"cache-control" for name, _ in headers)
+                if not is_static and not has_policy:  # a route may set its own (immutable pixels)
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)

@@ -199,3 +199,14 @@ def test_rendered_frame_answers_a_browsers_image_accept_header(radiologist: Test
     response = radiologist.get(image_url, headers={"Accept": chromium_accept})
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/png"
+
+
+def test_pixels_may_be_cached_privately_but_pages_and_searches_never(
+    radiologist: TestClient, studies
+) -> None:
+    page = radiologist.get(f"/studies/{studies['hostile']}")
+    assert page.headers.get_list("cache-control") == ["no-store"]
+    image_url = next(part.split('"')[0] for part in page.text.split('src="')[1:] if "/rendered" in part)
+    assert radiologist.get(image_url).headers.get_list("cache-control") == ["private, max-age=3600"]
+    search = radiologist.get("/dicomweb/studies", headers={"Accept": "application/dicom+json"})
+    assert search.headers.get_list("cache-control") == ["no-store"]
