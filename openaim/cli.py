@@ -139,7 +139,7 @@ def user_add(
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the audit trail's hash chain; exit 1 if any row was altered or deleted."""
-    from viewer.audit import verify
+    from openaim.audit import verify
 
     with _database(_settings())() as db:
         result = verify(db)

@@ -13,7 +13,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from openaim.settings import Settings
-from viewer import audit
+from openaim import audit
 from viewer.archive import Archive
 from viewer.sessions import UserSession, find_session
 from viewer.users import Role, User

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from viewer import audit
+from openaim import audit
 from viewer.archive import Archive, ArchiveError
 from viewer.deps import Admin, ArchiveClient, Audit, Reader
 from viewer.stow import UploadError, read_upload, stow_response

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from viewer import audit
+from openaim import audit
 from viewer.deps import (
     AppSettings,
     Audit,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydicom import Dataset
 
-from viewer import audit
+from openaim import audit
 from viewer.deps import ArchiveClient, Audit, Reader
 from viewer.dicom_text import text_value
 from viewer.templates import render

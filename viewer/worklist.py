@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydicom import Dataset
 
-from viewer import audit
+from openaim import audit
 from viewer.deps import ArchiveClient, Audit, Reader
 from viewer.dicom_text import dicom_date, person_name, text_value
 from viewer.templates import render

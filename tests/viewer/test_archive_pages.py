@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orthanc import OrthancConnection
-from viewer.audit import AuditEvent
+from openaim.audit import AuditEvent
 
 from .conftest import sign_in
 

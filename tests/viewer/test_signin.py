@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from viewer.audit import AuditEvent, Outcome
+from openaim.audit import AuditEvent, Outcome
 from viewer.users import User
 
 from .conftest import PASSWORD, csrf_token, sign_in

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from openaim.cli import app as cli
 from openaim.db import make_engine, session_factory, upgrade
-from viewer import audit
-from viewer.audit import Action, EventType, Outcome
+from openaim import audit
+from openaim.audit import Action, EventType, Outcome
 
 
 @pytest.fixture
