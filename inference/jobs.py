@@ -7,13 +7,18 @@ claim takes it back, so a restart loses nothing; the unique key means it can nev
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, and_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from openaim.db import Base, UTCDateTime, utcnow
+from openaim.db import Base, UTCDateTime, transaction, utcnow
+
+MAX_BACKOFF_SECONDS = 600.0
 
 
 class JobState(StrEnum):
@@ -42,3 +47,120 @@ class Job(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    study_uid: str
+    series_uid: str
+    model_version_id: int
+    attempt: int  # 1 for the first run
+
+
+def enqueue(db: Session, study_uid: str, series_uid: str, model_version_id: int) -> bool:
+    """Add a job unless one exists for this (series, model version); True when it was added."""
+    insert = sqlite_insert if db.get_bind().dialect.name == "sqlite" else postgresql_insert
+    statement = (
+        insert(Job)
+        .values(
+            study_uid=study_uid,
+            series_uid=series_uid,
+            model_version_id=model_version_id,
+            state=JobState.QUEUED.value,
+            attempts=0,
+            created_at=utcnow(),
+            next_attempt_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["series_uid", "model_version_id"])
+    )
+    return bool(db.execute(statement).rowcount)
+
+
+def claim(
+    factory: sessionmaker[Session], limit: int, lease_seconds: float, max_attempts: int
+) -> list[ClaimedJob]:
+    """Take up to ``limit`` due jobs: queued ones whose back-off has passed, and running ones whose worker
+    died (lease expired). Each is taken with a conditional UPDATE, so two workers never take the same job."""
+    now = utcnow()
+    with transaction(factory) as db:
+        _fail_abandoned(db, now, max_attempts)
+        due = db.scalars(
+            select(Job)
+            .where(
+                or_(
+                    and_(Job.state == JobState.QUEUED.value, Job.next_attempt_at <= now),
+                    and_(Job.state == JobState.RUNNING.value, Job.lease_expires_at < now),
+                )
+            )
+            .order_by(Job.next_attempt_at, Job.id)
+            .limit(limit)
+        ).all()
+        claimed = []
+        for job in due:
+            taken = db.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.state == job.state, Job.attempts == job.attempts)
+                .values(
+                    state=JobState.RUNNING.value,
+                    attempts=job.attempts + 1,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if taken:
+                claimed.append(
+                    ClaimedJob(job.id, job.study_uid, job.series_uid, job.model_version_id, job.attempts + 1)
+                )
+    return claimed
+
+
+def _fail_abandoned(db: Session, now: datetime, max_attempts: int) -> None:
+    # A job whose worker died ``max_attempts`` times (a poison input that kills the process) must not
+    # take the service down forever: it ends failed, with that said.
+    db.execute(
+        update(Job)
+        .where(
+            Job.state == JobState.RUNNING.value,
+            Job.lease_expires_at < now,
+            Job.attempts >= max_attempts,
+        )
+        .values(
+            state=JobState.FAILED.value,
+            reason="the worker stopped while running this job, every attempt",
+            finished_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def finish(db: Session, job_id: int, state: JobState, reason: str | None = None) -> None:
+    """End a job: done, failed or not applicable (with the reason an admin will read)."""
+    db.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(state=state.value, reason=reason, finished_at=utcnow(), lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def retry_later(
+    db: Session, job: ClaimedJob, reason: str, max_attempts: int, base_seconds: float
+) -> JobState:
+    """A transient error: back off exponentially, or end failed once the attempts are used up."""
+    if job.attempt >= max_attempts:
+        finish(db, job.id, JobState.FAILED, f"failed {job.attempt} times; last error: {reason}")
+        return JobState.FAILED
+    delay = min(base_seconds * 2 ** (job.attempt - 1), MAX_BACKOFF_SECONDS)
+    db.execute(
+        update(Job)
+        .where(Job.id == job.id)
+        .values(
+            state=JobState.QUEUED.value,
+            reason=f"attempt {job.attempt} failed: {reason}",
+            next_attempt_at=utcnow() + timedelta(seconds=delay),
+            lease_expires_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return JobState.QUEUED

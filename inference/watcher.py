@@ -7,12 +7,17 @@ either keeps both or neither.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from openaim.db import Base, UTCDateTime, utcnow
+from inference.archive import InferenceArchive, NotInArchive
+from inference.router import Candidate, route_series
+from openaim.db import Base, UTCDateTime, transaction, utcnow
 
 
 class ChangeCursor(Base):
@@ -21,3 +26,56 @@ class ChangeCursor(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)  # one row per archive watched
     last_seq: Mapped[int] = mapped_column(default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+CURSOR_NAME = "orthanc"
+STABLE_STUDY = "StableStudy"
+
+
+@dataclass(frozen=True)
+class SeriesToRoute:
+    study_uid: str
+    series_uid: str
+    tags: dict[str, Any]
+
+
+def poll(
+    archive: InferenceArchive,
+    factory: sessionmaker[Session],
+    candidates_of: Callable[[Session], list[Candidate]],
+    page: int = 200,
+) -> int:
+    """Route the stable studies announced since the cursor; returns how many changes were read.
+
+    Orthanc is asked first, outside any transaction; then the routing and the new cursor are written
+    together, so a crash in between re-reads the same changes and, jobs being unique, queues nothing twice.
+    """
+    with factory() as db:
+        cursor = db.get(ChangeCursor, CURSOR_NAME)
+        since = cursor.last_seq if cursor else 0
+    changes, last, _done = archive.changes(since, limit=page)
+    to_route = [
+        series
+        for change in changes
+        if change.change_type == STABLE_STUDY
+        for series in _series_of(archive, change.resource_id)
+    ]
+    with transaction(factory) as db:
+        candidates = candidates_of(db)
+        for series in to_route:
+            route_series(db, series.study_uid, series.series_uid, series.tags, candidates)
+        cursor = db.get(ChangeCursor, CURSOR_NAME) or ChangeCursor(name=CURSOR_NAME)
+        cursor.last_seq = max(last, since)
+        db.add(cursor)
+    return len(changes)
+
+
+def _series_of(archive: InferenceArchive, study_id: str) -> list[SeriesToRoute]:
+    try:
+        study_uid = archive.study_uid(study_id)
+        return [
+            SeriesToRoute(study_uid, series.series_uid, archive.instance_tags(series.first_instance_id))
+            for series in archive.series_of_study(study_id)
+        ]
+    except NotInArchive:
+        return []  # deleted since it was announced: nothing to route

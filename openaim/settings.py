@@ -48,10 +48,40 @@ class Settings(BaseSettings):
         "one study over one association, and keeps stable-to-result latency short.",
     )
 
+    inference_enabled: bool = Field(
+        True, description="Run the inference service inside `openaim serve` / `demo` (off: run it alone)."
+    )
+    inference_poll_seconds: float = Field(
+        0.2, description="How often the watcher asks Orthanc for /changes; a loopback call costs ~1 ms."
+    )
+    inference_batch_size: int = Field(8, ge=1, description="Jobs that arrive together run as one batch.")
+    inference_device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+    inference_precision: str = Field(
+        "auto",
+        description="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16 (autocast on CPU too: "
+        "~2.5x faster on AVX-512 CPUs, outputs differ from fp32 by ~1e-2).",
+    )
+    inference_max_attempts: int = Field(
+        5, ge=1, description="Attempts before a job that keeps failing ends failed."
+    )
+    inference_retry_seconds: float = Field(
+        2.0, description="First back-off after a transient error; it doubles with each attempt."
+    )
+    inference_lease_seconds: float = Field(
+        60,
+        description="A running job whose worker has not finished it by then is taken back (a worker claims "
+        "one batch at a time, seconds of work).",
+    )
+
     shared_data_dir: Path = Field(
         REPO_ROOT.parent / "shared" / "data", description="Demo and test data (../shared/data)."
     )
     frontend_dir: Path = REPO_ROOT / "frontend"
+    model_modules: tuple[str, ...] = Field(
+        ("inference.models",),
+        description="Python packages a state-dict model package may name as its module. Importing runs "
+        "code, so a hospital adds a vendor's package here deliberately (JSON list in the variable).",
+    )
 
     @cached_property
     def resolved_data_dir(self) -> Path:

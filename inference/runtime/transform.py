@@ -34,6 +34,23 @@ class Crop:
         scale = np.array([(self.x1 - self.x0) / input_size, (self.y1 - self.y0) / input_size])
         return points * scale + np.array([self.x0, self.y0])
 
+    def paint(self, heatmap: np.ndarray, rows: int, columns: int) -> np.ndarray:
+        """A model-input map laid back onto the (rows, columns) source grid; zero where the input did not
+        reach (outside a centre crop)."""
+        left, top = round(self.x0), round(self.y0)
+        width, height = max(1, round(self.x1 - self.x0)), max(1, round(self.y1 - self.y0))
+        resized = np.asarray(
+            Image.fromarray(heatmap.astype(np.float32), mode="F").resize(
+                (width, height), Image.Resampling.BILINEAR
+            )
+        )
+        canvas = np.zeros((rows, columns), dtype=np.float32)
+        y0, x0 = max(top, 0), max(left, 0)
+        y1, x1 = min(top + height, rows), min(left + width, columns)
+        if y1 > y0 and x1 > x0:
+            canvas[y0:y1, x0:x1] = resized[y0 - top : y1 - top, x0 - left : x1 - left]
+        return np.clip(canvas, 0.0, 1.0)
+
 
 def to_model_input(image: np.ndarray, preprocessing: Preprocessing) -> tuple[torch.Tensor, Crop]:
     """An (H, W) uint8 image to a normalised (C, S, S) tensor, and the region of the image it covers."""
