@@ -38,14 +38,38 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
 ) -> None:
     """Start the archive (unless an external one is configured) and the viewer."""
-    from openaim.platform import archive
+    from openaim.platform import archive, inference
     from openaim.platform import serve as run_viewer
 
     settings = _settings()
     settings = settings.model_copy(update={"host": host or settings.host, "port": port or settings.port})
     upgrade(settings.resolved_database_url)
-    with archive(settings) as connection:
+    with archive(settings) as connection, inference(settings, connection):
         run_viewer(settings, connection)
+
+
+@app.command("inference")
+def run_inference() -> None:
+    """Run the inference service alone (watcher, router, jobs), e.g. on a GPU node, until Ctrl-C/SIGTERM."""
+    import logging.config
+    import signal
+    import threading
+
+    from inference.service import InferenceService
+    from openaim.logs import uvicorn_log_config
+    from openaim.platform import archive
+
+    settings = _settings()
+    logging.config.dictConfig(uvicorn_log_config())
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with archive(settings) as connection:
+        service = InferenceService(settings, connection, _database(settings))
+        try:
+            service.run(stop)
+        finally:
+            service.close()
 
 
 @app.command()

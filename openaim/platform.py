@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 import uvicorn
@@ -33,6 +34,29 @@ def archive(settings: Settings) -> Iterator[OrthancConnection]:
     )
     with server as connection:
         yield connection
+
+
+@contextlib.contextmanager
+def inference(settings: Settings, connection: OrthancConnection) -> Iterator[None]:
+    """The inference service in a background thread (when enabled), stopped and joined on exit."""
+    if not settings.inference_enabled:
+        yield
+        return
+    from inference.service import InferenceService
+    from openaim.db import make_engine, session_factory
+
+    engine = make_engine(settings.resolved_database_url)
+    service = InferenceService(settings, connection, session_factory(engine))
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,), name="inference", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        service.close()
+        engine.dispose()
 
 
 def serve(settings: Settings, connection: OrthancConnection) -> None:

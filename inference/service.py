@@ -1,0 +1,337 @@
+"""The inference service: watch Orthanc, route, and run due jobs in batches until told to stop.
+
+One loop, three steps: ``poll`` (new stable studies become jobs), ``claim`` (due jobs, with a lease), and
+``run`` (fetch, decode, predict as one batch per model version, write SR + SEG to Orthanc, results to the
+database). Errors are sorted by what they mean: an image a model cannot read ends the job ``not_applicable``
+with the reason; an archive that does not answer is retried with back-off; anything else is retried too and,
+if it keeps happening, ends ``failed`` with its reason. One job's failure never stops the others.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import torch
+from PIL import Image
+from pydicom.uid import generate_uid
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from inference import catalog, jobs
+from inference.archive import ArchiveUnavailable, InferenceArchive, NotInArchive
+from inference.catalog import ModelVersion
+from inference.dicom_results.algorithm import Algorithm
+from inference.dicom_results.seg import build_seg
+from inference.dicom_results.sr import FindingResult, build_sr
+from inference.jobs import ClaimedJob, JobState
+from inference.package import ModelPackage
+from inference.results import Finding, InferenceResult
+from inference.router import Candidate
+from inference.runtime.pixels import (
+    UnreadableImage,
+    check_image,
+    display_frame,
+    read_dataset,
+    representative_frame,
+)
+from inference.runtime.predictor import Prediction, Predictor
+from inference.runtime.transform import Crop, to_model_input
+from inference.watcher import poll
+from openaim import audit
+from openaim.audit import Action, EventType
+from openaim.db import transaction
+from openaim.settings import Settings
+from orthanc import OrthancConnection
+
+log = logging.getLogger("openaim.inference")
+
+
+@dataclass
+class PreparedJob:
+    job: ClaimedJob
+    source: pydicom.Dataset
+    frame: int | None  # 0-based frame of a multi-frame source; None for a single frame
+    tensor: torch.Tensor
+    crop: Crop
+
+
+class InferenceService:
+    def __init__(
+        self, settings: Settings, connection: OrthancConnection, factory: sessionmaker[Session]
+    ) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.archive = InferenceArchive(connection)
+        self._predictors: dict[int, Predictor] = {}
+
+    def close(self) -> None:
+        self.archive.close()
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll and run until ``stop`` is set; idle between polls only when there was nothing to do."""
+        log.info("inference service started")
+        while not stop.is_set():
+            try:
+                busy = self.step()
+            except ArchiveUnavailable as error:
+                log.warning("archive unavailable: %s", error)
+                busy = False
+            except Exception:  # the loop must outlive any single bug; the job-level handlers carry reasons
+                log.exception("inference loop error")
+                busy = False
+            if not busy:
+                stop.wait(self.settings.inference_poll_seconds)
+        log.info("inference service stopped")
+
+    def step(self) -> bool:
+        """One poll and one batch; True when there was work."""
+        changes = poll(self.archive, self.factory, self._candidates)
+        ran = self.run_due()
+        return bool(changes or ran)
+
+    def _candidates(self, db: Session) -> list[Candidate]:
+        return [
+            Candidate(
+                version.id,
+                f"{version.model_id} {version.version}",
+                tuple(catalog.manifest_of(version).selectors),
+            )
+            for version in catalog.enabled_versions(db)
+        ]
+
+    def run_due(self) -> int:
+        """Claim one batch of due jobs and run it; returns how many jobs were claimed."""
+        claimed = jobs.claim(
+            self.factory,
+            limit=self.settings.inference_batch_size,
+            lease_seconds=self.settings.inference_lease_seconds,
+            max_attempts=self.settings.inference_max_attempts,
+        )
+        by_version: dict[int, list[ClaimedJob]] = defaultdict(list)
+        for job in claimed:
+            by_version[job.model_version_id].append(job)
+        for version_id, group in by_version.items():
+            self._run_group(version_id, group)
+        return len(claimed)
+
+    def _run_group(self, version_id: int, group: list[ClaimedJob]) -> None:
+        with self.factory() as db:
+            version = db.get(ModelVersion, version_id)
+        if version is None or version.mode == catalog.Mode.OFF.value:
+            for job in group:
+                self._end(job, JobState.NOT_APPLICABLE, "the model version was switched off before it ran")
+            return
+        try:
+            predictor = self._predictor(version)
+        except Exception as error:
+            for job in group:
+                self._retry(job, f"the model could not be loaded ({error})")
+            return
+        prepared = [item for job in group if (item := self._prepare(job, predictor)) is not None]
+        if not prepared:
+            return
+        try:
+            predictions = predictor.predict([item.tensor for item in prepared])
+        except Exception as error:
+            for item in prepared:
+                self._retry(item.job, f"the model failed ({error.__class__.__name__}: {error})")
+            return
+        for item, prediction in zip(prepared, predictions, strict=True):
+            self._deliver(version, predictor, item, prediction)
+
+    def _predictor(self, version: ModelVersion) -> Predictor:
+        if version.id not in self._predictors:
+            package = ModelPackage(catalog.manifest_of(version), Path(version.package_path))
+            self._predictors[version.id] = Predictor.load(
+                package,
+                device=self.settings.inference_device,
+                precision=self.settings.inference_precision,
+                allowed_modules=tuple(self.settings.model_modules),
+            )
+        return self._predictors[version.id]
+
+    def _prepare(self, job: ClaimedJob, predictor: Predictor) -> PreparedJob | None:
+        try:
+            series = self.archive.series_by_uid(job.series_uid)
+            if series is None:
+                self._end(job, JobState.NOT_APPLICABLE, "the series is no longer in the archive")
+                return None
+            source = read_dataset(self.archive.instance_file(series.first_instance_id))
+            check_image(source)
+            frame = representative_frame(source)
+            preprocessing = predictor.manifest.preprocessing
+            image = display_frame(
+                source, frame, voi=preprocessing.voi, invert_monochrome1=preprocessing.invert_monochrome1
+            )
+            tensor, crop = to_model_input(image, preprocessing)
+        except UnreadableImage as error:
+            self._end(job, JobState.NOT_APPLICABLE, error.reason)
+            return None
+        except NotInArchive:
+            self._end(job, JobState.NOT_APPLICABLE, "the series is no longer in the archive")
+            return None
+        except ArchiveUnavailable as error:
+            self._retry(job, str(error))
+            return None
+        except Exception as error:
+            self._retry(job, f"{error.__class__.__name__}: {error}")
+            return None
+        multi_frame = int(source.get("NumberOfFrames", 1) or 1) > 1
+        return PreparedJob(job, source, frame if multi_frame else None, tensor, crop)
+
+    def _deliver(
+        self, version: ModelVersion, predictor: Predictor, item: PreparedJob, prediction: Prediction
+    ) -> None:
+        try:
+            findings = finding_results(predictor, item, prediction)
+            algorithm = Algorithm.of(predictor.manifest)
+            key = [item.job.series_uid, version.device_uid]
+            frame = None if item.frame is None else item.frame + 1
+            seg = build_seg(
+                item.source,
+                findings,
+                algorithm,
+                sop_instance_uid=generate_uid(entropy_srcs=[*key, "seg"]),
+                series_instance_uid=generate_uid(entropy_srcs=[*key, "seg-series"]),
+                frame=frame,
+            )
+            sr = build_sr(
+                item.source,
+                findings,
+                prediction.triage.value if prediction.triage else None,
+                algorithm,
+                sop_instance_uid=generate_uid(entropy_srcs=[*key, "sr"]),
+                series_instance_uid=generate_uid(entropy_srcs=[*key, "sr-series"]),
+                frame=frame,
+                seg=seg,
+            )
+            self.archive.store([sr] if seg is None else [sr, seg])
+            self._save(version, item, prediction, findings, sr, seg)
+        except ArchiveUnavailable as error:
+            self._retry(item.job, str(error))
+        except Exception as error:
+            log.exception("job %s: writing the result failed", item.job.id)
+            self._retry(item.job, f"{error.__class__.__name__}: {error}")
+
+    def _save(
+        self,
+        version: ModelVersion,
+        item: PreparedJob,
+        prediction: Prediction,
+        findings: list[FindingResult],
+        sr: pydicom.Dataset,
+        seg: pydicom.Dataset | None,
+    ) -> None:
+        job = item.job
+        with transaction(self.factory) as db:
+            existing = db.scalar(select(InferenceResult.id).where(InferenceResult.job_id == job.id))
+            if existing is None:  # a job re-run after a crash between STOW and here keeps its one result
+                db.add(result_row(version, item, prediction, findings, sr, seg))
+            jobs.finish(db, job.id, JobState.DONE)
+        audit.record(
+            self.factory,
+            EventType.AI_INFERENCE,
+            action=Action.EXECUTE,
+            object_uid=job.study_uid,
+            source="inference",
+            detail={
+                "job": job.id,
+                "model_id": version.model_id,
+                "version": version.version,
+                "device_uid": version.device_uid,
+                "weights_sha256": version.weights_sha256,
+                "triage": prediction.triage.value if prediction.triage else None,
+            },
+        )
+        log.info("job %s done (%s %s)", job.id, version.model_id, version.version)
+
+    def _end(self, job: ClaimedJob, state: JobState, reason: str) -> None:
+        with transaction(self.factory) as db:
+            jobs.finish(db, job.id, state, reason)
+        log.info("job %s %s: %s", job.id, state.value, reason)
+
+    def _retry(self, job: ClaimedJob, reason: str) -> None:
+        with transaction(self.factory) as db:
+            state = jobs.retry_later(
+                db,
+                job,
+                reason,
+                max_attempts=self.settings.inference_max_attempts,
+                base_seconds=self.settings.inference_retry_seconds,
+            )
+        log.warning("job %s attempt %s: %s (now %s)", job.id, job.attempt, reason, state.value)
+
+
+def finding_results(predictor: Predictor, item: PreparedJob, prediction: Prediction) -> list[FindingResult]:
+    """Model-input findings mapped onto the source image: boxes in its pixels, heatmaps on its grid."""
+    size = predictor.manifest.preprocessing.input_size
+    rows, columns = int(item.source.Rows), int(item.source.Columns)
+    results = []
+    for finding in prediction.findings:
+        output = predictor.manifest.output(finding.label)
+        boxes = []
+        for x0, y0, x1, y1 in finding.boxes:
+            (sx0, sy0), (sx1, sy1) = item.crop.to_source(np.array([[x0, y0], [x1, y1]], dtype=float), size)
+            boxes.append((max(sx0, 0.0), max(sy0, 0.0), min(sx1, float(columns)), min(sy1, float(rows))))
+        heatmap = None if finding.heatmap is None else item.crop.paint(finding.heatmap, rows, columns)
+        results.append(
+            FindingResult(
+                label=finding.label,
+                display_name=output.display_name,
+                code=output.code,
+                probability=finding.probability,
+                threshold=finding.threshold,
+                positive=finding.positive,
+                boxes=boxes,
+                heatmap=heatmap,
+            )
+        )
+    return results
+
+
+def result_row(
+    version: ModelVersion,
+    item: PreparedJob,
+    prediction: Prediction,
+    findings: list[FindingResult],
+    sr: pydicom.Dataset,
+    seg: pydicom.Dataset | None,
+) -> InferenceResult:
+    row = InferenceResult(
+        job_id=item.job.id,
+        study_uid=item.job.study_uid,
+        series_uid=item.job.series_uid,
+        sop_instance_uid=str(item.source.SOPInstanceUID),
+        model_version_id=version.id,
+        triage=prediction.triage.value if prediction.triage else None,
+        sr_uid=str(sr.SOPInstanceUID),
+        seg_uid=str(seg.SOPInstanceUID) if seg is not None else None,
+    )
+    for finding, predicted in zip(findings, prediction.findings, strict=True):
+        row.findings.append(
+            Finding(
+                label=finding.label,
+                display_name=finding.display_name,
+                probability=finding.probability,
+                threshold=finding.threshold,
+                positive=finding.positive,
+                boxes_json=json.dumps([[round(value, 1) for value in box] for box in finding.boxes]),
+                heatmap_png=_png(predicted.heatmap) if predicted.heatmap is not None else None,
+                heatmap_region=item.crop.as_text() if predicted.heatmap is not None else None,
+            )
+        )
+    return row
+
+
+def _png(heatmap: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(heatmap * 255).astype(np.uint8), mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
