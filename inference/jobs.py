@@ -73,8 +73,9 @@ def enqueue(db: Session, study_uid: str, series_uid: str, model_version_id: int)
             next_attempt_at=utcnow(),
         )
         .on_conflict_do_nothing(index_elements=["series_uid", "model_version_id"])
+        .returning(Job.id)
     )
-    return bool(db.execute(statement).rowcount)
+    return db.execute(statement).scalar() is not None
 
 
 def claim(
