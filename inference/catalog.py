@@ -7,13 +7,25 @@ a time, and the database itself enforces that (a partial unique index), not only
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Index, String, Text, UniqueConstraint, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Index, String, Text, UniqueConstraint, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
+from inference.manifest import Manifest, PackageError
+from inference.package import ModelPackage, open_package
+from openaim.audit import Action, EventType, record
 from openaim.db import Base, UTCDateTime, utcnow
+from openaim.settings import Settings
 
 
 class Mode(StrEnum):
@@ -48,3 +60,291 @@ class ModelVersion(Base):
     installed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     installed_by: Mapped[str] = mapped_column(String(64))
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # retired: kept for the record
+
+
+class CatalogError(Exception):
+    """A catalog request that cannot be done (an unknown version, enabling a retired one...)."""
+
+
+@dataclass(frozen=True)
+class ModelChange:
+    """One change to the catalog, audited only once the transaction that made it has committed."""
+
+    change: str  # install, mode, demote, retire
+    model_id: str
+    version: str
+    device_uid: str
+    weights_sha256: str
+    from_mode: str | None
+    to_mode: str
+    username: str
+
+    def audit_fields(self) -> dict[str, Any]:
+        """The keyword arguments of ``openaim.audit.record`` (and of the viewer's request trail)."""
+        return {
+            "action": Action.CREATE if self.change == "install" else Action.UPDATE,
+            "username": self.username,
+            "object_uid": self.device_uid,
+            "detail": {
+                "change": self.change,
+                "model_id": self.model_id,
+                "version": self.version,
+                "from_mode": self.from_mode,
+                "to_mode": self.to_mode,
+                "weights_sha256": self.weights_sha256,
+            },
+        }
+
+    def describe(self) -> str:
+        label = f"{self.model_id} {self.version}"
+        if self.change == "install":
+            return f"installed {label} (mode {self.to_mode})"
+        if self.change == "retire":
+            return f"retired {label} (was {self.from_mode})"
+        if self.change == "demote":
+            return f"demoted {label} from {self.from_mode} to {self.to_mode}: another version became clinical"
+        return f"{label}: {self.from_mode} -> {self.to_mode}"
+
+
+_PENDING = "openaim.catalog.changes"  # key in Session.info: changes made in the open transaction
+_INSTALLED = "openaim.catalog.installed"  # package folders created in the open transaction
+
+
+def take_changes(db: Session) -> list[ModelChange]:
+    """The catalog changes made through ``db`` since the last call; audit them after the commit."""
+    db.info.pop(_INSTALLED, None)
+    return db.info.pop(_PENDING, [])
+
+
+def audit_changes(factory: sessionmaker[Session], changes: list[ModelChange]) -> None:
+    for change in changes:
+        record(factory, EventType.AI_MODEL_CHANGED, **change.audit_fields())
+
+
+@contextmanager
+def catalog_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A transaction for catalog work: its changes are audited once it commits; if it fails, nothing stays
+    (no row, and no package folder that an install in it had already copied)."""
+    with factory() as db:
+        try:
+            with db.begin():
+                yield db
+        except BaseException:
+            db.info.pop(_PENDING, None)
+            for folder in db.info.pop(_INSTALLED, []):
+                _remove_install_folder(folder)
+            raise
+        changes = take_changes(db)
+    audit_changes(factory, changes)
+
+
+def _note(db: Session, version: ModelVersion, change: str, from_mode: str | None, username: str) -> None:
+    db.info.setdefault(_PENDING, []).append(
+        ModelChange(
+            change=change,
+            model_id=version.model_id,
+            version=version.version,
+            device_uid=version.device_uid,
+            weights_sha256=version.weights_sha256,
+            from_mode=from_mode,
+            to_mode=version.mode,
+            username=username,
+        )
+    )
+
+
+def packages_dir(settings: Settings) -> Path:
+    """Where installed packages live: ``<data dir>/models/<id>/<version>/``."""
+    return settings.resolved_data_dir / "models"
+
+
+def install(
+    db: Session,
+    source: Path,
+    packages_dir: Path,
+    username: str,
+    allowed_modules: tuple[str, ...] | None = None,
+) -> ModelVersion:
+    """Verify a package (folder or archive), copy it into ``packages_dir`` and catalogue it, mode off.
+
+    The copy is what gets verified and built, so the bytes checked are the bytes kept. Every reason for a
+    refusal is listed in one ``PackageError``; a refused package leaves no folder and no row.
+    ``allowed_modules``: the module prefixes a state-dict package may import (``Settings.model_modules``).
+    """
+    from inference.runtime import loader  # here, not at module level: torch costs seconds at start-up
+
+    packages_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=packages_dir))
+    try:
+        package = _staged_package(source, staging)
+        manifest = package.manifest
+        problems = _conflicts(db, manifest)
+        modules = allowed_modules or loader.DEFAULT_ALLOWED_MODULES
+        try:  # built once: the hash is checked before unpickling, the outputs against the manifest
+            loader.load_model(package, modules)
+        except PackageError as error:
+            problems += error.problems
+        if problems:
+            raise PackageError(problems)
+        target = _move_into_place(package.root, packages_dir, manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    version = ModelVersion(
+        model_id=manifest.id,
+        version=manifest.version,
+        name=manifest.name,
+        vendor=manifest.vendor,
+        device_uid=manifest.device_uid,
+        weights_sha256=manifest.weights_sha256,
+        manifest_json=manifest.model_dump_json(),
+        package_path=str(target),
+        mode=Mode.OFF.value,
+        installed_at=utcnow(),
+        installed_by=username,
+    )
+    db.add(version)
+    try:
+        db.flush()
+    except IntegrityError:  # a concurrent install of the same version committed first
+        _remove_install_folder(target)
+        raise PackageError(
+            f"{manifest.id} {manifest.version}: installed by someone else at the same time"
+        ) from None
+    except BaseException:
+        _remove_install_folder(target)
+        raise
+    db.info.setdefault(_INSTALLED, []).append(target)
+    _note(db, version, "install", None, username)
+    return version
+
+
+def _staged_package(source: Path, staging: Path) -> ModelPackage:
+    if source.is_dir():
+        copy = staging / "package"
+        shutil.copytree(source, copy, symlinks=True)  # links stay links, to be refused below
+        links = [str(path.relative_to(copy)) for path in sorted(copy.rglob("*")) if not _plain(path)]
+        if links:
+            raise PackageError(
+                [f"{name!r}: not a plain file; packages hold plain files only" for name in links]
+            )
+        return open_package(copy)
+    return open_package(source, extract_to=staging / "package")
+
+
+def _plain(path: Path) -> bool:
+    return not path.is_symlink() and (path.is_file() or path.is_dir())
+
+
+def _conflicts(db: Session, manifest: Manifest) -> list[str]:
+    problems = []
+    if get_version(db, manifest.id, manifest.version) is not None:
+        problems.append(f"{manifest.id} {manifest.version}: this version is already installed")
+    owner = db.scalar(select(ModelVersion).where(ModelVersion.device_uid == manifest.device_uid))
+    if owner is not None:
+        problems.append(
+            f"device_uid: {manifest.device_uid} is already used by {owner.model_id} {owner.version}; "
+            "every version needs its own (IHE AIR)"
+        )
+    return problems
+
+
+def _move_into_place(root: Path, packages_dir: Path, manifest: Manifest) -> Path:
+    target = packages_dir / manifest.id / manifest.version
+    if target.exists():  # no row names it (checked above): left by an install that was interrupted
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    root.rename(target)  # same file system as the staging folder: atomic
+    return target
+
+
+def _remove_install_folder(target: Path) -> None:
+    shutil.rmtree(target, ignore_errors=True)
+    with suppress(OSError):
+        target.parent.rmdir()  # only when no other version of the model is left in it
+
+
+def list_versions(db: Session) -> list[ModelVersion]:
+    return list(db.scalars(select(ModelVersion).order_by(ModelVersion.model_id, ModelVersion.installed_at)))
+
+
+def get_version(db: Session, model_id: str, version: str) -> ModelVersion | None:
+    return db.scalar(
+        select(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.version == version)
+    )
+
+
+def require_version(db: Session, model_id: str, version: str) -> ModelVersion:
+    found = get_version(db, model_id, version)
+    if found is None:
+        raise CatalogError(f"{model_id} {version} is not installed")
+    return found
+
+
+def enabled_versions(db: Session) -> list[ModelVersion]:
+    """The versions the router sends series to: shadow (silent trial) and clinical."""
+    return list(
+        db.scalars(
+            select(ModelVersion)
+            .where(
+                ModelVersion.mode.in_([Mode.SHADOW.value, Mode.CLINICAL.value]),
+                ModelVersion.retired_at.is_(None),
+            )
+            .order_by(ModelVersion.model_id, ModelVersion.installed_at)
+        )
+    )
+
+
+def manifest_of(version: ModelVersion) -> Manifest:
+    return Manifest.model_validate_json(version.manifest_json)
+
+
+def set_mode(db: Session, model_id: str, version: str, mode: Mode, username: str) -> ModelVersion:
+    """Put a version in ``mode``. Making one clinical demotes the model's clinical version to shadow."""
+    target = require_version(db, model_id, version)
+    if target.retired_at is not None and mode is not Mode.OFF:
+        raise CatalogError(f"{model_id} {version} is retired; install a new version instead")
+    if target.mode == mode.value:
+        return target
+    if mode is Mode.CLINICAL:
+        current = db.scalar(
+            select(ModelVersion).where(
+                ModelVersion.model_id == model_id,
+                ModelVersion.mode == Mode.CLINICAL.value,
+                ModelVersion.id != target.id,
+            )
+        )
+        if current is not None:
+            current.mode = Mode.SHADOW.value
+            db.flush()  # the demotion reaches the database first, or the one-clinical index refuses
+            _note(db, current, "demote", Mode.CLINICAL.value, username)
+    from_mode = target.mode
+    target.mode = mode.value
+    db.flush()
+    _note(db, target, "mode", from_mode, username)
+    return target
+
+
+def enable(db: Session, model_id: str, version: str, username: str) -> ModelVersion:
+    """Off becomes shadow, the safe trial; a version already running keeps its mode."""
+    target = require_version(db, model_id, version)
+    if target.mode != Mode.OFF.value:
+        return target
+    return set_mode(db, model_id, version, Mode.SHADOW, username)
+
+
+def disable(db: Session, model_id: str, version: str, username: str) -> ModelVersion:
+    return set_mode(db, model_id, version, Mode.OFF, username)
+
+
+def retire(db: Session, model_id: str, version: str, username: str) -> ModelVersion:
+    """Switch a version off for good; its row stays, since results and audit events refer to it."""
+    target = require_version(db, model_id, version)
+    if target.retired_at is not None:
+        raise CatalogError(f"{model_id} {version} is already retired")
+    from_mode = target.mode
+    target.mode = Mode.OFF.value
+    target.retired_at = utcnow()
+    db.flush()
+    _note(db, target, "retire", from_mode, username)
+    return target
