@@ -82,11 +82,6 @@ class Settings(BaseSettings):
         description="Python packages a state-dict model package may name as its module. Importing runs "
         "code, so a hospital adds a vendor's package here deliberately (JSON list in the variable).",
     )
-    model_modules: tuple[str, ...] = Field(
-        ("inference.models",),
-        description="Python packages a state-dict model package may name as its module. Importing runs "
-        "code, so a hospital adds a vendor's package here deliberately (JSON list in the variable).",
-    )
 
     @cached_property
     def resolved_data_dir(self) -> Path:
