@@ -98,16 +98,21 @@ class ModelChange:
     def describe(self) -> str:
         label = f"{self.model_id} {self.version}"
         if self.change == "install":
-            return f"installed {label} (mode {self.to_mode})"
+            return f"Installed {label} (mode {self.to_mode})"
         if self.change == "retire":
-            return f"retired {label} (was {self.from_mode})"
+            return f"Retired {label} (was {self.from_mode})"
         if self.change == "demote":
-            return f"demoted {label} from {self.from_mode} to {self.to_mode}: another version became clinical"
+            return f"Demoted {label} from {self.from_mode} to {self.to_mode}: another version became clinical"
         return f"{label}: {self.from_mode} -> {self.to_mode}"
 
 
 _PENDING = "openaim.catalog.changes"  # key in Session.info: changes made in the open transaction
 _INSTALLED = "openaim.catalog.installed"  # package folders created in the open transaction
+
+
+def pending_changes(db: Session) -> list[ModelChange]:
+    """The catalog changes made through ``db`` in its open transaction (to say what happened)."""
+    return list(db.info.get(_PENDING, []))
 
 
 def take_changes(db: Session) -> list[ModelChange]:

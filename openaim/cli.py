@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.orm import Session, sessionmaker
 
+from inference.cli import models_app
 from openaim.db import make_engine, session_factory, transaction, upgrade
 from openaim.settings import Settings, generated_secret
 
@@ -18,6 +19,7 @@ audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
+app.add_typer(models_app, name="models")
 
 DEMO_USER = "demo"
 
