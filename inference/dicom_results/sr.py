@@ -1,0 +1,252 @@
+"""A model's result as a TID 1500 Measurement Report in a Comprehensive 3D SR, readable by any PACS.
+
+The algorithm is the device observer (TID 1004). The measurement groups, each naming the algorithm
+(TID 4019) and the image it read:
+
+- one image-level group (TID 1501) per finding, tracking identifier = the output label: the finding
+  type, the probability (DCM 122157, unit UCUM "1"), the operating threshold (DCM 122411, same unit) and
+  the decision as a qualitative evaluation ``<finding> = Present | Absent`` (SCT 52101004 / 272519000);
+- one planar ROI group (TID 1410) per box: the finding type and the box as a closed 5-point POLYLINE
+  (SR has no rectangle), tracking identifier ``<label> box <n>``;
+- one planar ROI group per heatmap when a SEG was made: the finding type and the SEG segment and frame;
+- one image-level group ``triage`` holding the study's worklist priority, when a triage rule fired.
+
+The finding is never a qualitative evaluation named ``Finding`` (DCM 121071): highdicom takes such an item
+for the group's finding type and drops it on read-back (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import highdicom as hd
+import numpy as np
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from inference.dicom_results.algorithm import Algorithm
+from inference.dicom_results.coding import (
+    ABSENT,
+    CHARACTER_SET,
+    PRESENT,
+    PRIORITY,
+    PROBABILITY,
+    THRESHOLD,
+    UNITLESS,
+    coding_schemes,
+    finding_code,
+    fit,
+    triage_code,
+)
+from inference.dicom_results.finding import Box, FindingResult
+from inference.dicom_results.seg import segment_frames
+from inference.dicom_results.source import referenced_frame
+
+SR_SERIES_NUMBER = 9901  # beside the SEG's 9902: high, so AI series sort after the acquired ones
+TRIAGE_TRACKING_ID = "triage"
+
+
+def build_sr(
+    source: Dataset,
+    findings: list[FindingResult],
+    triage: str | None,
+    algorithm: Algorithm,
+    *,
+    sop_instance_uid: str,
+    series_instance_uid: str,
+    frame: int | None = None,
+    seg: Dataset | None = None,
+    series_number: int = SR_SERIES_NUMBER,
+    content_datetime: datetime | None = None,
+) -> Dataset:
+    """The SR of one model run on one image, in the image's study.
+
+    ``frame`` is the DICOM Frame Number (from 1) the model read in a multi-frame source; ``seg`` the SEG
+    that ``build_seg`` made from the same findings, referenced per segment. The UIDs come from the caller,
+    and every UID inside is derived from them, so that a job run twice writes the same instance;
+    ``content_datetime`` (default: now) fixes Content Date/Time as well.
+    """
+    frames = _frame_list(referenced_frame(source, frame))
+    groups = _groups(source, findings, triage, algorithm, frames, seg, sop_instance_uid)
+    report = hd.sr.MeasurementReport(
+        observation_context=_observation_context(algorithm),
+        procedure_reported=codes.SCT.ImagingProcedure,
+        imaging_measurements=groups,
+        title=codes.DCM.ImagingMeasurementReport,
+        # TID 1600 Image Library (optional): highdicom describes an image from root-level geometry, which
+        # an enhanced multi-frame image keeps in functional groups instead; the SCOORDs reference it anyway
+        referenced_images=[source] if frames is None else None,
+    )
+    concepts = [finding_code(finding.label, finding.display_name, finding.code) for finding in findings]
+    when = content_datetime or datetime.now()
+    return hd.sr.Comprehensive3DSR(
+        evidence=[source] if seg is None else [source, seg],
+        content=report,
+        series_instance_uid=series_instance_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=1,
+        **algorithm.equipment(),
+        is_complete=True,
+        is_final=False,  # PRELIMINARY: machine output that no reader has verified or signed
+        is_verified=False,
+        series_description=fit(f"AI results: {algorithm.name}"),
+        contributing_equipment=[algorithm.contributing_equipment()],
+        coding_schemes=coding_schemes(*concepts),
+        specific_character_set=CHARACTER_SET,
+        content_date=when.date(),
+        content_time=when.time(),
+        series_date=when.date(),
+        series_time=when.time(),
+    )
+
+
+def _groups(
+    source: Dataset,
+    findings: list[FindingResult],
+    triage: str | None,
+    algorithm: Algorithm,
+    frames: list[int] | None,
+    seg: Dataset | None,
+    sr_uid: str,
+) -> list[hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
+    groups: list[
+        hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    ] = []
+    segments = _segment_numbers(findings, seg)
+    for finding in findings:
+        concept = finding_code(finding.label, finding.display_name, finding.code)
+        groups.append(_finding_group(source, finding, concept, algorithm, frames, sr_uid))
+        for number, box in enumerate(finding.boxes, start=1):
+            tracking = _tracking(sr_uid, f"{finding.label} box {number}")
+            region = _closed_polyline(source, box, frames)
+            groups.append(
+                hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=tracking,
+                    referenced_region=region,
+                    finding_type=concept,
+                    algorithm_id=algorithm.sr_identification(),
+                )
+            )
+        if seg is not None and finding.label in segments:
+            groups.append(_segment_group(source, finding, concept, algorithm, frames, seg, segments, sr_uid))
+    if triage is not None:
+        groups.append(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=_tracking(sr_uid, TRIAGE_TRACKING_ID),
+                algorithm_id=algorithm.sr_identification(),
+                source_images=[_source_for_group(source, frames)],
+                qualitative_evaluations=[hd.sr.QualitativeEvaluation(PRIORITY, triage_code(triage))],
+            )
+        )
+    return groups
+
+
+def _finding_group(
+    source: Dataset,
+    finding: FindingResult,
+    concept: hd.sr.CodedConcept,
+    algorithm: Algorithm,
+    frames: list[int] | None,
+    sr_uid: str,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(sr_uid, finding.label),
+        finding_type=concept,
+        algorithm_id=algorithm.sr_identification(),
+        source_images=[_source_for_group(source, frames)],
+        measurements=[
+            hd.sr.Measurement(name=PROBABILITY, value=finding.probability, unit=UNITLESS),
+            hd.sr.Measurement(name=THRESHOLD, value=finding.threshold, unit=UNITLESS),
+        ],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(concept, PRESENT if finding.positive else ABSENT),
+        ],
+    )
+
+
+def _segment_group(
+    source: Dataset,
+    finding: FindingResult,
+    concept: hd.sr.CodedConcept,
+    algorithm: Algorithm,
+    frames: list[int] | None,
+    seg: Dataset,
+    segments: dict[str, int],
+    sr_uid: str,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    number = segments[finding.label]
+    reference = hd.sr.ReferencedSegmentationFrame(
+        sop_class_uid=seg.SOPClassUID,
+        sop_instance_uid=seg.SOPInstanceUID,
+        frame_number=segment_frames(seg)[number],
+        segment_number=number,
+        source_image=hd.sr.SourceImageForSegmentation.from_source_image(source, frames),
+    )
+    # PS3.3 C.18.4 (Image Reference Macro): Referenced Segment Number shall not be present beside a
+    # Referenced Frame Number, and highdicom writes both. The SEG frame names its one segment anyway.
+    del reference[0].ReferencedSOPSequence[0].ReferencedSegmentNumber
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(sr_uid, f"{finding.label} heatmap"),
+        referenced_segment=reference,
+        finding_type=concept,
+        algorithm_id=algorithm.sr_identification(),
+    )
+
+
+def _segment_numbers(findings: list[FindingResult], seg: Dataset | None) -> dict[str, int]:
+    """Output label -> SEG segment number, matched by the tracking ID that ``build_seg`` writes."""
+    if seg is None:
+        return {}
+    by_tracking_id = {str(item.TrackingID): int(item.SegmentNumber) for item in seg.SegmentSequence}
+    return {
+        finding.label: by_tracking_id[fit(finding.label)]
+        for finding in findings
+        if fit(finding.label) in by_tracking_id
+    }
+
+
+def _closed_polyline(source: Dataset, box: Box, frames: list[int] | None) -> hd.sr.ImageRegion:
+    """A box as SR draws one: a POLYLINE of its four corners with the first repeated to close it.
+
+    Corners are clipped to the image: a box cannot reach outside the pixels it was drawn on.
+    """
+    x0, x1 = sorted(np.clip([box[0], box[2]], 0.0, float(source.Columns)))
+    y0, y1 = sorted(np.clip([box[1], box[3]], 0.0, float(source.Rows)))
+    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float64)
+    return hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=corners,
+        source_image=hd.sr.SourceImageForRegion.from_source_image(source, frames),
+    )
+
+
+def _observation_context(algorithm: Algorithm) -> hd.sr.ObservationContext:
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=algorithm.device_uid,
+        name=algorithm.name,
+        manufacturer_name=algorithm.vendor,
+        model_name=algorithm.name,
+        serial_number=algorithm.model_id,
+    )
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
+
+
+def _source_for_group(source: Dataset, frames: list[int] | None) -> hd.sr.SourceImageForMeasurementGroup:
+    return hd.sr.SourceImageForMeasurementGroup.from_source_image(source, frames)
+
+
+def _tracking(sr_uid: str, identifier: str) -> hd.sr.TrackingIdentifier:
+    # derived, not random: the same SR instance always tracks its findings under the same UIDs
+    return hd.sr.TrackingIdentifier(
+        uid=generate_uid(entropy_srcs=[sr_uid, identifier]), identifier=identifier
+    )
+
+
+def _frame_list(frame_number: int | None) -> list[int] | None:
+    return None if frame_number is None else [frame_number]
