@@ -135,7 +135,7 @@ def display_frame(
         return _to_uint8(fraction)
     if photometric == PALETTE:
         rgb = apply_color_lut(pixels, ds)
-        return _to_uint8(_luma(rgb) / _lut_maximum(ds.RedPaletteColorLookupTableDescriptor))
+        return _to_uint8(_luma(rgb) / _palette_maximum(ds.RedPaletteColorLookupTableDescriptor))
     if photometric != "RGB":
         pixels = convert_color_space(pixels, photometric, "RGB")
     return _to_uint8(_luma(pixels) / (2 ** int(ds.BitsStored) - 1))
@@ -181,13 +181,13 @@ def _ends_inside_an_element(ds: Dataset, buffer: io.BytesIO, size: int) -> bool:
 
 def _check_is_picture(ds: Dataset) -> None:
     sop_class = ds.get("SOPClassUID")
-    what = f"a {UID(sop_class).name} object" if sop_class else "an object without a SOP Class UID"
+    kind = f"its SOP class is {UID(sop_class).name or sop_class}" if sop_class else "it has no SOP Class UID"
     if sop_class in NOT_PICTURES:
-        raise UnreadableImage(f"it is {what}: a result of another algorithm, not a picture of the patient")
+        raise UnreadableImage(f"not a picture of the patient: {kind}, the result of another algorithm")
     if "PixelData" not in ds:
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
-            raise UnreadableImage(f"it is {what} with floating-point pixels: a map, not a picture")
-        raise UnreadableImage(f"it is {what} without Pixel Data: not an image")
+            raise UnreadableImage(f"not a picture: {kind} and its pixels are floating-point values (a map)")
+        raise UnreadableImage(f"not an image: {kind} and it has no Pixel Data")
 
 
 def _check_size(ds: Dataset) -> None:
@@ -316,9 +316,12 @@ def _apply_window(values: np.ndarray, view: Dataset) -> np.ndarray | None:
         if _has_voi_lut(view):
             return _apply_voi_lut_sequence(values, view)
         if _has_window(view):
-            windowed = apply_voi_lut(values, view)
-            # The window's output range (y_min, y_max of PS3.3 C.11.2.1.2) is what it gives the extremes.
-            low, high = apply_voi_lut(np.array([-np.inf, np.inf]), view)
+            with np.errstate(
+                over="ignore"
+            ):  # SIGMOID of values far outside a narrow window: exp overflows to 0
+                windowed = apply_voi_lut(values, view)
+                # The window's output range (y_min, y_max of PS3.3 C.11.2.1.2) is what it gives the extremes.
+                low, high = apply_voi_lut(np.array([-np.inf, np.inf]), view)
             return (windowed - low) / (high - low)
     except (ValueError, NotImplementedError):
         return None
@@ -326,11 +329,37 @@ def _apply_window(values: np.ndarray, view: Dataset) -> np.ndarray | None:
 
 
 def _apply_voi_lut_sequence(values: np.ndarray, view: Dataset) -> np.ndarray:
-    descriptor = view.VOILUTSequence[0].LUTDescriptor
-    entries, first_mapped = (descriptor[0] or 2**16), descriptor[1]
+    # Not pydicom's apply_voi: it indexes an 8-bit LUT with 8-bit integers, so a 4096-entry table wraps.
+    item = view.VOILUTSequence[0]
+    table = _lut_table(item, little_endian=view.file_meta.TransferSyntaxUID.is_little_endian)
+    first_mapped = int(item.LUTDescriptor[1])
     # A LUT is indexed by whole numbers; values outside it take its first or last entry (PS3.3 C.11.2.1.1).
-    indices = np.clip(np.rint(values), first_mapped, first_mapped + entries - 1).astype(np.int64)
-    return apply_voi_lut(indices, view) / _lut_maximum(descriptor)
+    indices = np.clip(np.rint(values) - first_mapped, 0, len(table) - 1).astype(np.int64)
+    return table[indices] / _voi_lut_maximum(table, int(item.LUTDescriptor[2]))
+
+
+def _lut_table(item: Dataset, *, little_endian: bool) -> np.ndarray:
+    """LUT Data as one integer per entry: a list when its VR is US; 16-bit words when OW, or 8-bit entries
+    packed two to a word when the data is only as long as the table (both are found in real files)."""
+    entries = int(item.LUTDescriptor[0]) or 2**16
+    data = item.LUTData
+    if isinstance(data, bytes):
+        if len(data) >= 2 * entries:
+            return np.frombuffer(data, dtype="<u2" if little_endian else ">u2", count=entries)
+        if len(data) >= entries:
+            return np.frombuffer(data, dtype=np.uint8, count=entries)
+        raise ValueError("the LUT Data is shorter than its descriptor")
+    table = np.atleast_1d(np.asarray(data, dtype=np.int64))
+    if len(table) < entries:
+        raise ValueError("the LUT Data is shorter than its descriptor")
+    return table[:entries]
+
+
+def _voi_lut_maximum(table: np.ndarray, declared_bits: int) -> int:
+    """The output value shown as white. The descriptor's bit depth, except that many files declare 16 bits
+    for a table that never exceeds 12: like web viewers (Cornerstone), trust the bits the table uses."""
+    used_bits = max(1, int(table.max()).bit_length())
+    return int(2 ** min(declared_bits, used_bits) - 1)
 
 
 def _has_voi_lut(view: Dataset) -> bool:
@@ -353,8 +382,8 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float64) @ _LUMA
 
 
-def _lut_maximum(descriptor: Any) -> int:
-    """The largest value a LUT's entries may take: its third descriptor value is their bit depth."""
+def _palette_maximum(descriptor: Any) -> int:
+    """The largest value a palette's entries may take: its third descriptor value is their bit depth."""
     return int(2 ** int(descriptor[2]) - 1)
 
 
