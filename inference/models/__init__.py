@@ -1,0 +1,1 @@
+"""Model architectures that packages name (``densenet``); CheXNet checkpoints to packages (``chexnet``)."""
