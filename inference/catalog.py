@@ -66,6 +66,10 @@ class CatalogError(Exception):
     """A catalog request that cannot be done (an unknown version, enabling a retired one...)."""
 
 
+class UnknownVersionError(CatalogError, LookupError):
+    """The model id and version name nothing installed."""
+
+
 @dataclass(frozen=True)
 class ModelChange:
     """One change to the catalog, audited only once the transaction that made it has committed."""
@@ -282,7 +286,7 @@ def get_version(db: Session, model_id: str, version: str) -> ModelVersion | None
 def require_version(db: Session, model_id: str, version: str) -> ModelVersion:
     found = get_version(db, model_id, version)
     if found is None:
-        raise CatalogError(f"{model_id} {version} is not installed")
+        raise UnknownVersionError(f"{model_id} {version} is not installed")
     return found
 
 
