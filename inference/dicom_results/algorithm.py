@@ -14,6 +14,7 @@ into four places, so that they can never disagree:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import highdicom as hd
@@ -55,13 +56,15 @@ class Algorithm:
             "device_serial_number": fit(self.model_id),
         }
 
-    def contributing_equipment(self) -> hd.ContributingEquipment:
+    def contributing_equipment(self, when: datetime) -> hd.ContributingEquipment:
+        """This algorithm's item; highdicom adds the source's acquisition equipment and itself beside it."""
         item = hd.ContributingEquipment(
             manufacturer=fit(self.vendor),
             purpose_of_reference=PURPOSE_OF_REFERENCE,
             manufacturer_model_name=fit(self.name),
             software_versions=fit(self.version),
             device_serial_number=fit(self.model_id),
+            contribution_datetime=when,
             contribution_description=fit(f"AI result made by {self.name} {self.version}"),
         )
         item.DeviceUID = self.device_uid  # in the item's macro (PS3.3 C.12.1), not a highdicom argument

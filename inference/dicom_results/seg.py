@@ -25,6 +25,7 @@ from inference.dicom_results.coding import (
 )
 from inference.dicom_results.finding import FindingResult
 from inference.dicom_results.source import on_grid, referenced_frame
+from inference.dicom_results.times import settle, stamps
 
 log = logging.getLogger("openaim.inference")
 
@@ -84,19 +85,37 @@ def build_seg(
         series_description=fit(f"AI heatmaps: {algorithm.name}"),
         plane_positions=positions,
         omit_empty_frames=False,  # one frame per segment, even an all-zero one: a reference never dangles
-        contributing_equipment=[algorithm.contributing_equipment()],
+        contributing_equipment=[algorithm.contributing_equipment(when)],
         coding_schemes=coding_schemes(*concepts),
         specific_character_set=CHARACTER_SET,
-        content_date=when.date(),
-        content_time=when.time(),
-        series_date=when.date(),
-        series_time=when.time(),
+        **stamps(when),
     )
     if "FrameOfReferenceUID" not in source:
-        # General Image Module: Patient Orientation is Type 2C when there is no frame of reference (a
-        # projection radiograph); highdicom leaves it out, so copy the source's (or leave it empty).
-        seg.PatientOrientation = source.get("PatientOrientation", "")
-    return seg
+        _without_frame_of_reference(seg, source)
+    _derived_dimension_uid(seg)
+    return settle(seg, when)
+
+
+def _without_frame_of_reference(seg: Dataset, source: Dataset) -> None:
+    """Two repairs for a SEG on a projection image (no frame of reference), such as a chest radiograph.
+
+    Patient Orientation (General Image) is Type 2C there; highdicom leaves it out: copy the source's.
+    highdicom writes the Pixel Measures with Pixel Spacing alone, which is valid without a frame of
+    reference (Slice Thickness is 1C, CP 1426), but its own reader then refuses the SEG. The heatmap lies
+    on the source's grid, whose spacing the source keeps, so the SEG goes without it.
+    """
+    seg.PatientOrientation = source.get("PatientOrientation", "")
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if "PixelMeasuresSequence" in shared and "SliceThickness" not in shared.PixelMeasuresSequence[0]:
+        del shared.PixelMeasuresSequence
+
+
+def _derived_dimension_uid(seg: Dataset) -> None:
+    """highdicom's random Dimension Organization UID replaced by one derived from the SEG's own UID."""
+    uid = generate_uid(entropy_srcs=[seg.SOPInstanceUID, "dimension organization"])
+    for keyword in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+        for item in seg.get(keyword, []):
+            item.DimensionOrganizationUID = uid
 
 
 def segment_frames(seg: Dataset) -> dict[int, int]:

@@ -42,6 +42,7 @@ from inference.dicom_results.coding import (
 from inference.dicom_results.finding import Box, FindingResult
 from inference.dicom_results.seg import segment_frames
 from inference.dicom_results.source import referenced_frame
+from inference.dicom_results.times import settle, stamps
 
 SR_SERIES_NUMBER = 9901  # beside the SEG's 9902: high, so AI series sort after the acquired ones
 TRIAGE_TRACKING_ID = "triage"
@@ -80,7 +81,7 @@ def build_sr(
     )
     concepts = [finding_code(finding.label, finding.display_name, finding.code) for finding in findings]
     when = content_datetime or datetime.now()
-    return hd.sr.Comprehensive3DSR(
+    sr = hd.sr.Comprehensive3DSR(
         evidence=[source] if seg is None else [source, seg],
         content=report,
         series_instance_uid=series_instance_uid,
@@ -92,14 +93,12 @@ def build_sr(
         is_final=False,  # PRELIMINARY: machine output that no reader has verified or signed
         is_verified=False,
         series_description=fit(f"AI results: {algorithm.name}"),
-        contributing_equipment=[algorithm.contributing_equipment()],
+        contributing_equipment=[algorithm.contributing_equipment(when)],
         coding_schemes=coding_schemes(*concepts),
         specific_character_set=CHARACTER_SET,
-        content_date=when.date(),
-        content_time=when.time(),
-        series_date=when.date(),
-        series_time=when.time(),
+        **stamps(when),
     )
+    return settle(sr, when)
 
 
 def _groups(
