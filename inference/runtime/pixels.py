@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import copy
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 import numpy as np
@@ -31,7 +33,6 @@ from pydicom.pixels import (
     apply_color_lut,
     apply_modality_lut,
     apply_voi_lut,
-    convert_color_space,
     get_decoder,
 )
 from pydicom.pixels.utils import as_pixel_options, get_expected_length
@@ -107,11 +108,12 @@ def read_dataset(data: bytes) -> Dataset:
 
 def check_image(ds: Dataset) -> None:
     """Refuse, from the header alone, what ``display_frame`` cannot turn into a picture worth reading."""
-    _check_is_picture(ds)
-    _check_size(ds)
-    _check_pixel_encoding(ds)
-    _check_transfer_syntax(ds)
-    _check_pixel_data_length(ds)
+    with _malformed_header():
+        _check_is_picture(ds)
+        _check_size(ds)
+        _check_pixel_encoding(ds)
+        _check_transfer_syntax(ds)
+        _check_pixel_data_length(ds)
 
 
 def display_frame(
@@ -128,16 +130,17 @@ def display_frame(
         raise IndexError(f"frame {frame} does not exist: the object has {frames} frame(s)")
     pixels, photometric = _decode(ds, frame)
     if photometric in MONOCHROME:
-        view = _frame_view(ds, frame)
-        fraction = _greyscale(pixels, view, voi=voi)
+        with _malformed_header():
+            fraction = _greyscale(pixels, _frame_view(ds, frame), voi=voi)
         if invert_monochrome1 and photometric == "MONOCHROME1":
             fraction = 1.0 - fraction  # after the VOI, as PS3.3 C.7.6.3.1.2 orders it
         return _to_uint8(fraction)
     if photometric == PALETTE:
-        rgb = apply_color_lut(pixels, ds)
-        return _to_uint8(_luma(rgb) / _palette_maximum(ds.RedPaletteColorLookupTableDescriptor))
-    if photometric != "RGB":
-        pixels = convert_color_space(pixels, photometric, "RGB")
+        with _malformed_header():
+            rgb = apply_color_lut(pixels, ds)
+            return _to_uint8(_luma(rgb) / _palette_maximum(ds.RedPaletteColorLookupTableDescriptor))
+    if photometric != "RGB":  # pydicom hands YCbCr back as RGB (JPEG 2000 undoes its own transform)
+        raise UnreadableImage(f"the colour pixels decode as {photometric}, not RGB")
     return _to_uint8(_luma(pixels) / (2 ** int(ds.BitsStored) - 1))
 
 
@@ -253,6 +256,18 @@ def _check_pixel_data_length(ds: Dataset) -> None:
         )
 
 
+@contextmanager
+def _malformed_header() -> Iterator[None]:
+    # pydicom converts an element's value when it is first read, so a corrupt element (an unknown VR, text
+    # where a number belongs) fails wherever it is used, with whatever exception that code raises.
+    try:
+        yield
+    except UnreadableImage:
+        raise
+    except Exception as error:
+        raise UnreadableImage(f"the header is malformed: {_brief(error)}") from None
+
+
 def _header_int(ds: Dataset, keyword: str) -> int:
     try:
         return int(ds.get(keyword))
@@ -269,7 +284,9 @@ def _decode(ds: Dataset, frame: int) -> tuple[np.ndarray, str]:
     syntax = ds.file_meta.TransferSyntaxUID
     try:
         pixels, meta = get_decoder(syntax).as_array(ds, index=frame, **as_pixel_options(ds))
-    except Exception as error:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # Rust decoders (pylibjpeg-rle) panic on corrupt data: a BaseException
         raise UnreadableImage(
             f"the pixel data could not be decoded ({syntax.name}): {_brief(error)}"
         ) from None
@@ -311,7 +328,7 @@ def _greyscale(stored: np.ndarray, view: Dataset, *, voi: bool) -> np.ndarray:
 
 def _apply_window(values: np.ndarray, view: Dataset) -> np.ndarray | None:
     """The file's first VOI (a VOI LUT, else the first Window Center/Width with its VOI LUT Function) as 0..1;
-    None when the file has none, or one that pydicom refuses (a width below 1, an unknown function)."""
+    None when the file has none, or one that cannot be applied (width below 1, unknown function, text)."""
     try:
         if _has_voi_lut(view):
             return _apply_voi_lut_sequence(values, view)
@@ -323,7 +340,7 @@ def _apply_window(values: np.ndarray, view: Dataset) -> np.ndarray | None:
                 # The window's output range (y_min, y_max of PS3.3 C.11.2.1.2) is what it gives the extremes.
                 low, high = apply_voi_lut(np.array([-np.inf, np.inf]), view)
             return (windowed - low) / (high - low)
-    except (ValueError, NotImplementedError):
+    except (ValueError, TypeError, NotImplementedError):
         return None
     return None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import math
 import shutil
+import struct
 import subprocess
 import tracemalloc
 from pathlib import Path
@@ -243,6 +244,59 @@ def test_corrupt_compressed_pixel_data_is_refused() -> None:
     ds.file_meta.TransferSyntaxUID = RLELossless
     ds.PixelData = encapsulate([b"\x01\x00\x00\x00" + bytes(60)])
     assert refusal(display_frame, ds).startswith("the pixel data could not be decoded (RLE Lossless):")
+
+
+def test_rle_that_overruns_its_frame_is_refused_although_the_decoder_panics() -> None:
+    # pylibjpeg-rle is Rust: on this data it panics, which Python sees as a BaseException, not an Exception.
+    segment = bytes([0x81, 0x07]) * 70  # 70 runs of 128 bytes: 8960 bytes for a 4096-byte segment
+    header = struct.pack("<16L", 2, 64, 64 + len(segment), *([0] * 13))
+    ds = synthetic(ramp(), bits_stored=12)
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    ds.PixelData = encapsulate([header + segment + segment])
+    assert refusal(display_frame, ds).startswith("the pixel data could not be decoded (RLE Lossless):")
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize(
+    "name",
+    ["transfer_syntax/pydicom_MR_small.dcm", "transfer_syntax/emri_small_RLE.dcm", "dx_chest/dx_image.dcm"],
+)
+def test_corrupted_files_give_a_picture_or_a_reason_never_another_error(shared_data: Path, name: str) -> None:
+    original = dicom(shared_data, name).read_bytes()
+    rng = np.random.default_rng(2024)
+    outcomes = {"picture": 0, "refused": 0}
+    for _ in range(150):
+        data = bytearray(original)
+        for position in rng.integers(132, len(data), size=rng.integers(1, 6)):  # after the preamble
+            data[position] = rng.integers(0, 256)
+        try:
+            ds = read_dataset(bytes(data))
+            image = display_frame(ds, representative_frame(ds))
+        except UnreadableImage:
+            outcomes["refused"] += 1
+        else:
+            assert image.dtype == np.uint8 and image.ndim == 2
+            outcomes["picture"] += 1
+    assert outcomes["picture"] > 0 and outcomes["refused"] > 0, outcomes
+
+
+@pytest.mark.parametrize(
+    ("element", "stage"),
+    [(b"\x28\x00\x04\x00CS", check_image), (b"\x28\x00\x50\x10DS", display_frame)],  # photometric, window
+)
+def test_an_element_with_a_corrupt_vr_is_a_reason_not_a_crash(
+    shared_data: Path, element: bytes, stage: object
+) -> None:
+    data = dicom(shared_data, "transfer_syntax/pydicom_MR_small.dcm").read_bytes()
+    assert data.count(element) == 1
+    ds = read_dataset(data.replace(element, element[:4] + b"\x44\x11"))  # pydicom reads values lazily
+    assert refusal(stage, ds).startswith("the header is malformed: Unknown Value Representation")
+
+
+def test_an_empty_header_value_is_named() -> None:
+    ds = synthetic(ramp(), bits_stored=12)
+    ds.Rows = None
+    assert refusal(check_image, ds) == "the header has no valid Rows"
 
 
 def test_a_frame_that_does_not_exist_is_a_caller_error(shared_data: Path) -> None:
