@@ -408,6 +408,6 @@ def _to_uint8(fraction: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(fraction * 255.0), 0, 255).astype(np.uint8)
 
 
-def _brief(error: Exception) -> str:
+def _brief(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
