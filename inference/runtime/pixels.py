@@ -29,12 +29,7 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import (
-    apply_color_lut,
-    apply_modality_lut,
-    apply_voi_lut,
-    get_decoder,
-)
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.pixels.utils import as_pixel_options, get_expected_length
 from pydicom.uid import UID, ParametricMapStorage, RTDoseStorage, SegmentationStorage
 
@@ -333,9 +328,8 @@ def _apply_window(values: np.ndarray, view: Dataset) -> np.ndarray | None:
         if _has_voi_lut(view):
             return _apply_voi_lut_sequence(values, view)
         if _has_window(view):
-            with np.errstate(
-                over="ignore"
-            ):  # SIGMOID of values far outside a narrow window: exp overflows to 0
+            # SIGMOID of values far outside a narrow window: exp overflows, rightly, to an output of 0
+            with np.errstate(over="ignore"):
                 windowed = apply_voi_lut(values, view)
                 # The window's output range (y_min, y_max of PS3.3 C.11.2.1.2) is what it gives the extremes.
                 low, high = apply_voi_lut(np.array([-np.inf, np.inf]), view)

@@ -532,6 +532,14 @@ def test_any_bits_stored_spans_the_full_grey_range(bits_stored: int) -> None:
     np.testing.assert_array_equal(display_frame(ds), stretched(pixels))
 
 
+def test_32_bit_pixels_span_the_full_grey_range() -> None:
+    pixels = np.linspace(0, 2**32 - 1, 64 * 64).astype(np.uint32).reshape(64, 64)
+    ds = synthetic(np.zeros((64, 64), dtype=np.uint16))  # pydicom writes no 32-bit pixels: set them by hand
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 32, 32, 31
+    ds.PixelData = pixels.astype("<u4").tobytes()
+    np.testing.assert_array_equal(display_frame(ds), stretched(pixels))
+
+
 def test_garbage_above_bits_stored_is_masked() -> None:
     clean = synthetic(ramp(), bits_stored=12, WindowCenter=2048, WindowWidth=4096)
     dirty = synthetic(ramp(), bits_stored=12, WindowCenter=2048, WindowWidth=4096)
