@@ -7,13 +7,14 @@ objects under one SOP Instance UID. Every stamp is set to the one ``when`` inste
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import datetime
+from typing import Any
 
 from pydicom import Dataset
 from pydicom.valuerep import DA, DT, TM
 
 
-def stamps(when: datetime) -> dict[str, date | time]:
+def stamps(when: datetime) -> dict[str, Any]:
     """Content and series date/time keyword arguments for a highdicom SOP class constructor."""
     return {
         "content_date": when.date(),

@@ -71,6 +71,7 @@ def test_one_fractional_probability_segment_per_heatmap(
         assert description.segment_label == finding.display_name
         assert description.tracking_id == finding.label
         assert description.algorithm_type == hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+        assert description.algorithm_identification is not None
         identification = description.algorithm_identification[0]
         assert identification.AlgorithmName == algorithm.name
         assert identification.AlgorithmVersion == algorithm.version

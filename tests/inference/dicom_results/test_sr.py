@@ -64,12 +64,16 @@ def concept(finding: FindingResult) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(finding.code.value, finding.code.scheme, finding.code.meaning)
 
 
-def finding_group(
-    sr: hd.sr.Comprehensive3DSR, finding: FindingResult
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+def report_of(sr: Dataset) -> hd.sr.MeasurementReport:
+    report = sr.content
+    assert isinstance(report, hd.sr.MeasurementReport)
+    return report
+
+
+def finding_group(sr: Dataset, finding: FindingResult) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     groups = [
         group
-        for group in sr.content.get_image_measurement_groups(finding_type=concept(finding))
+        for group in report_of(sr).get_image_measurement_groups(finding_type=concept(finding))
         if group.tracking_identifier == finding.label
     ]
     assert len(groups) == 1, f"{finding.label}: {len(groups)} image-level groups"
@@ -86,6 +90,8 @@ def test_each_finding_reads_back_with_probability_threshold_and_decision(
 
     for finding in findings:
         group = finding_group(sr, finding)
+        assert group.finding_type is not None
+        assert group.finding_type.meaning == concept(finding).meaning  # codes compare without it
         (probability,) = group.get_measurements(name=codes.DCM.Probability)
         assert probability.value == pytest.approx(finding.probability)
         assert probability.unit == codes.UCUM.NoUnits
@@ -109,7 +115,7 @@ def test_each_box_is_a_closed_five_point_polyline_on_the_source_image(
     sr = read_back(make_sr(source, findings, algorithm, uids, frame=FRAMES[name]), tmp_path)
 
     for finding in findings:
-        groups = sr.content.get_planar_roi_measurement_groups(
+        groups = report_of(sr).get_planar_roi_measurement_groups(
             finding_type=concept(finding), graphic_type=hd.sr.GraphicTypeValues.POLYLINE
         )
         assert [group.tracking_identifier for group in groups] == [
@@ -134,8 +140,10 @@ def test_a_box_reaching_outside_the_image_is_clipped_to_it(
     columns, rows = float(dx_source.Columns), float(dx_source.Rows)
     finding = dataclasses.replace(example_findings(dx_source)[0], boxes=[(-5.0, 3.0, columns + 9, rows + 1)])
     sr = read_back(make_sr(dx_source, [finding], algorithm, uids), tmp_path)
-    (group,) = sr.content.get_planar_roi_measurement_groups(finding_type=EFFUSION_CODE_CONCEPT)
-    np.testing.assert_allclose(group.roi.value, [[0, 3], [columns, 3], [columns, rows], [0, rows], [0, 3]])
+    (group,) = report_of(sr).get_planar_roi_measurement_groups(finding_type=EFFUSION_CODE_CONCEPT)
+    assert group.roi is not None
+    expected = [[0.0, 3.0], [columns, 3.0], [columns, rows], [0.0, rows], [0.0, 3.0]]
+    np.testing.assert_allclose(group.roi.value, np.array(expected))
 
 
 EFFUSION_CODE_CONCEPT = hd.sr.CodedConcept(EFFUSION_CODE.value, EFFUSION_CODE.scheme, EFFUSION_CODE.meaning)
@@ -149,19 +157,22 @@ def test_the_triage_priority_reads_back(
         make_sr(dx_source, example_findings(dx_source), algorithm, uids, triage=priority), tmp_path
     )
     (group,) = [
-        group for group in sr.content.get_image_measurement_groups() if group.tracking_identifier == "triage"
+        group
+        for group in report_of(sr).get_image_measurement_groups()
+        if group.tracking_identifier == "triage"
     ]
     (evaluation,) = group.get_qualitative_evaluations()
     assert evaluation.name == hd.sr.CodedConcept("260870009", "SCT", "Priority")
-    assert evaluation.value.value == priority
-    assert evaluation.value.scheme_designator == PRIVATE_SCHEME
+    assert isinstance(evaluation.value, hd.sr.CodedConcept)
+    assert evaluation.value == hd.sr.CodedConcept(priority, PRIVATE_SCHEME, priority.capitalize())
+    assert evaluation.value.meaning == priority.capitalize()  # codes compare by value and scheme only
 
 
 def test_no_triage_group_when_no_rule_fired(
     dx_source: Dataset, algorithm: Algorithm, uids: Uids, tmp_path: Path
 ) -> None:
     sr = read_back(make_sr(dx_source, example_findings(dx_source), algorithm, uids, triage=None), tmp_path)
-    identifiers = [group.tracking_identifier for group in sr.content.get_image_measurement_groups()]
+    identifiers = [group.tracking_identifier for group in report_of(sr).get_image_measurement_groups()]
     assert identifiers == ["Effusion", "Pneumothorax", "Cardiomegaly"]
 
 
@@ -169,7 +180,7 @@ def test_the_algorithm_is_the_device_observer(
     dx_source: Dataset, algorithm: Algorithm, uids: Uids, tmp_path: Path
 ) -> None:
     sr = read_back(make_sr(dx_source, example_findings(dx_source), algorithm, uids), tmp_path)
-    (observer,) = sr.content.get_observer_contexts(observer_type=codes.DCM.Device)
+    (observer,) = report_of(sr).get_observer_contexts(observer_type=codes.DCM.Device)
     device = observer.observer_identifying_attributes
     assert isinstance(device, hd.sr.DeviceObserverIdentifyingAttributes)
     assert device.uid == algorithm.device_uid
@@ -177,7 +188,7 @@ def test_the_algorithm_is_the_device_observer(
     assert device.manufacturer_name == algorithm.vendor
     assert device.model_name == algorithm.name
     assert device.serial_number == algorithm.model_id
-    assert sr.content.get_observer_contexts(observer_type=codes.DCM.Person) == []
+    assert report_of(sr).get_observer_contexts(observer_type=codes.DCM.Person) == []
 
 
 def test_contributing_and_own_equipment_name_the_algorithm(
@@ -236,7 +247,7 @@ def test_each_heatmap_is_referenced_as_its_seg_segment(
     for finding in findings:
         groups = [
             group
-            for group in sr.content.get_planar_roi_measurement_groups(finding_type=concept(finding))
+            for group in report_of(sr).get_planar_roi_measurement_groups(finding_type=concept(finding))
             if group.referenced_segmentation_frame is not None
         ]
         if finding.heatmap is None:
@@ -264,7 +275,8 @@ def test_a_finding_without_a_code_gets_a_declared_private_code(
     findings = example_findings(dx_source)
     sr = read_back(make_sr(dx_source, findings, algorithm, uids), tmp_path)
     types = {
-        group.tracking_identifier: group.finding_type for group in sr.content.get_image_measurement_groups()
+        group.tracking_identifier: group.finding_type
+        for group in report_of(sr).get_image_measurement_groups()
     }
     assert types["Pneumothorax"] == hd.sr.CodedConcept("Pneumothorax", PRIVATE_SCHEME, "Pneumothorax")
     assert types["Effusion"] == EFFUSION_CODE_CONCEPT
@@ -304,9 +316,10 @@ def test_a_300_character_display_name_still_makes_a_valid_sr(
     path = write(make_sr(dx_source, [finding], algorithm, uids), tmp_path / "sr.dcm")
     assert dciodvfy_errors(path) == []
     assert dsrdump(path).returncode == 0
-    (group,) = hd.sr.srread(path).content.get_image_measurement_groups(
+    (group,) = report_of(hd.sr.srread(path)).get_image_measurement_groups(
         finding_type=hd.sr.CodedConcept("Pneumothorax", PRIVATE_SCHEME, "ignored: codes compare by value")
     )
+    assert group.finding_type is not None
     meaning = group.finding_type.meaning
     assert len(meaning.encode()) <= 64
     assert meaning.startswith("Very long finding name")
@@ -322,12 +335,13 @@ def test_html_and_odd_characters_round_trip_as_text(
     path = write(make_sr(dx_source, [finding], vendor_algorithm, uids), tmp_path / "sr.dcm")
     assert dciodvfy_errors(path) == []
     sr = hd.sr.srread(path)
-    (group,) = sr.content.get_image_measurement_groups(
+    (group,) = report_of(sr).get_image_measurement_groups(
         finding_type=hd.sr.CodedConcept("Pneumothorax", PRIVATE_SCHEME, "x")
     )
     # nothing escaped; only the backslash, the DICOM value delimiter, becomes a slash
+    assert group.finding_type is not None
     assert group.finding_type.meaning == hostile.replace("\\", "/")
-    (observer,) = sr.content.get_observer_contexts(observer_type=codes.DCM.Device)
+    (observer,) = report_of(sr).get_observer_contexts(observer_type=codes.DCM.Device)
     assert observer.observer_identifying_attributes.name == "<b>Model</b> & co"
     assert sr.Manufacturer == 'Vendor "Ü" <x>'
     assert algorithm_equipment(sr, vendor_algorithm).ManufacturerModelName == "<b>Model</b> & co"
