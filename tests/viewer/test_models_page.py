@@ -222,7 +222,7 @@ def test_failed_jobs_and_unrouted_series_are_listed_by_uid_with_their_reasons(
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img src=x" not in page
     assert "PhotometricInterpretation RGB is not supported" in page
     assert ">not applicable</span>" in page and ">failed</span>" in page
-    assert "2 shown of 2" in page
+    assert "newest 2 of 2" in page
     assert "1.2.9.1" in page and "Modality CT not in CR, DX" in page
 
 
