@@ -29,8 +29,9 @@ from inference import catalog, jobs
 from inference.archive import ArchiveUnavailable, InferenceArchive, NotInArchive
 from inference.catalog import ModelVersion
 from inference.dicom_results.algorithm import Algorithm
+from inference.dicom_results.finding import FindingResult
 from inference.dicom_results.seg import build_seg
-from inference.dicom_results.sr import FindingResult, build_sr
+from inference.dicom_results.sr import build_sr
 from inference.jobs import ClaimedJob, JobState
 from inference.package import ModelPackage
 from inference.results import Finding, InferenceResult

@@ -22,6 +22,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(models_app, name="models")
 
 DEMO_USER = "demo"
+DEMO_SYSTEM_USER = "system:demo"  # who installs the demo model, in the audit trail
 
 
 def _settings() -> Settings:
@@ -79,14 +80,15 @@ def demo(
     limit: Annotated[int | None, typer.Option(help="Only the first N chest X-rays.")] = None,
 ) -> None:
     """Start everything on loopback, seed the demo studies, print the URL and a demo sign-in."""
-    from openaim.platform import archive
+    from openaim.platform import archive, inference
     from openaim.platform import serve as run_viewer
     from openaim.seed import print_progress
     from openaim.seed import seed as seed_studies
 
     settings = _settings()
     password = _ensure_demo_user(settings)
-    with archive(settings) as connection:
+    typer.echo(_ensure_demo_model(settings))
+    with archive(settings) as connection, inference(settings, connection):
         report = seed_studies(connection, settings.shared_data_dir, limit=limit, progress=print_progress)
         typer.echo(f"Seeded: {report.summary()}")
         typer.echo(
@@ -105,6 +107,30 @@ def _ensure_demo_user(settings: Settings) -> str:
         if find_user(db, DEMO_USER) is None:
             add_user(db, DEMO_USER, password, set(Role), display_name="Demo Reader (all roles)")
     return password
+
+
+def _ensure_demo_model(settings: Settings) -> str:
+    """Install the demo model (trained by this project; not for clinical use) and show it, once."""
+    from inference import catalog
+    from inference.catalog import Mode
+    from inference.manifest import load_manifest
+
+    manifest = load_manifest(settings.demo_model_package)
+    with catalog.catalog_transaction(_database(settings)) as db:
+        if catalog.get_version(db, manifest.id, manifest.version) is None:
+            catalog.install(
+                db,
+                settings.demo_model_package,
+                catalog.packages_dir(settings),
+                DEMO_SYSTEM_USER,
+                tuple(settings.model_modules),
+            )
+        clinical = [
+            v for v in catalog.list_versions(db) if v.model_id == manifest.id and v.mode == Mode.CLINICAL
+        ]
+        if not clinical:
+            catalog.set_mode(db, manifest.id, manifest.version, Mode.CLINICAL, DEMO_SYSTEM_USER)
+    return f"Demo model: {manifest.name} {manifest.version} (a demonstration, not for clinical use)"
 
 
 @app.command()

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
         REPO_ROOT.parent / "shared" / "data", description="Demo and test data (../shared/data)."
     )
     frontend_dir: Path = REPO_ROOT / "frontend"
+    demo_model_package: Path = Field(
+        REPO_ROOT / "inference" / "packages" / "openaim-demo-cxr",
+        description="The model `openaim demo` installs and shows (trained by this project; not clinical).",
+    )
     model_modules: tuple[str, ...] = Field(
         ("inference.models",),
         description="Python packages a state-dict model package may name as its module. Importing runs "

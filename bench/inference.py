@@ -1,0 +1,223 @@
+"""Benchmark: the whole inference pipeline against the raw model forward pass, same images, same run.
+
+Starts a temporary Orthanc and database, installs a model package (the demo model by default), stores
+real chest X-rays, then measures:
+  1. the raw forward pass (preprocessed tensors already in memory) at batch 1 and at the best batch size;
+  2. the pipeline: jobs for every image run by the service (Orthanc fetch, decode, preprocess, model, CAM,
+     SR + SEG, STOW-RS, database) at the configured batch size;
+  3. stable-study-to-result latency: one study at a time, from the moment Orthanc lists the StableStudy
+     change (StableAge itself not counted) to the result row being committed.
+Usage: .venv/bin/python bench/inference.py [--package PATH] [--images 48] [--latency 10]
+                                           [--device auto|cpu|cuda] [--precision auto|fp32|bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from inference import catalog, jobs
+from inference.catalog import Mode, ModelVersion
+from inference.package import ModelPackage
+from inference.results import InferenceResult
+from inference.runtime.pixels import display_frame, read_dataset
+from inference.runtime.predictor import Predictor
+from inference.runtime.transform import to_model_input
+from inference.service import InferenceService
+from openaim.db import make_engine, session_factory, transaction, upgrade, utcnow
+from openaim.seed import cxr_to_dicom, encode
+from openaim.settings import REPO_ROOT, Settings
+from orthanc import OrthancConnection, OrthancServer
+from orthanc.launcher import free_port
+
+DEMO_PACKAGE = REPO_ROOT / "inference" / "packages" / "openaim-demo-cxr"
+
+
+def chest_xrays(shared_data: Path, count: int) -> list[bytes]:
+    """Full-size (1024x1024) NIH images first, as a real chest X-ray is large; small ones fill the rest."""
+    folder = shared_data / "cxr14"
+    pngs = sorted((folder / "full").glob("*.png")) + sorted((folder / "small").glob("*.png"))
+    return [encode(cxr_to_dicom(png)) for png in pngs[:count]]
+
+
+def images_per_second(predictor: Predictor, tensors: list[torch.Tensor], batch: int) -> float:
+    predictor.forward(torch.stack(tensors[:batch]))  # warm-up: first-call allocations, kernel choice
+    start = time.perf_counter()
+    for first in range(0, len(tensors), batch):
+        logits, _cams = predictor.forward(torch.stack(tensors[first : first + batch]))
+        logits.float().cpu()
+    return len(tensors) / (time.perf_counter() - start)
+
+
+def raw_forward(predictor: Predictor, files: list[bytes]) -> dict[int, float]:
+    preprocessing = predictor.manifest.preprocessing
+    tensors = [to_model_input(display_frame(read_dataset(data)), preprocessing)[0] for data in files]
+    return {batch: images_per_second(predictor, tensors, batch) for batch in (1, 2, 4, 8, 16)}
+
+
+def store(orthanc: OrthancConnection, files: list[bytes]) -> list[tuple[str, str]]:
+    uids = []
+    with orthanc.client() as client:
+        for data in files:
+            dataset = read_dataset(data)
+            response = client.post("/instances", content=data)
+            response.raise_for_status()
+            uids.append((str(dataset.StudyInstanceUID), str(dataset.SeriesInstanceUID)))
+    return uids
+
+
+def results(factory: sessionmaker[Session]) -> int:
+    with factory() as db:
+        return db.scalar(select(func.count()).select_from(InferenceResult)) or 0
+
+
+def pipeline(
+    service: InferenceService, factory: sessionmaker[Session], version_id: int, uids: list[tuple[str, str]]
+) -> float:
+    with transaction(factory) as db:
+        for study_uid, series_uid in uids:
+            jobs.enqueue(db, study_uid, series_uid, version_id)
+    before = results(factory)
+    start = time.perf_counter()
+    while service.run_due():
+        pass
+    elapsed = time.perf_counter() - start
+    done = results(factory) - before
+    if done != len(uids):
+        raise SystemExit(f"pipeline: only {done} of {len(uids)} jobs produced a result")
+    return len(uids) / elapsed
+
+
+def latency(
+    service: InferenceService, orthanc: OrthancConnection, factory: sessionmaker[Session], files: list[bytes]
+) -> list[float]:
+    """Seconds from 'Orthanc lists the study as stable' to 'its result is committed', one study at a time."""
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
+    thread.start()
+    seconds = []
+    try:
+        with orthanc.client() as client:
+            last = client.get("/changes", params={"last": ""}).json()["Last"]
+            for data in files:
+                before = results(factory)
+                client.post("/instances", content=data).raise_for_status()
+                stable_at = None
+                while stable_at is None:  # the moment Orthanc publishes StableStudy
+                    answer = client.get("/changes", params={"since": last, "limit": 100}).json()
+                    last = answer["Last"]
+                    if any(change["ChangeType"] == "StableStudy" for change in answer["Changes"]):
+                        stable_at = utcnow()
+                    else:
+                        time.sleep(0.002)
+                while results(factory) == before:
+                    time.sleep(0.002)
+                with factory() as db:
+                    created = db.scalar(select(func.max(InferenceResult.created_at)))
+                assert created is not None
+                seconds.append(max((created - stable_at).total_seconds(), 0.0))
+    finally:
+        stop.set()
+        thread.join()
+    return seconds
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--package", type=Path, default=DEMO_PACKAGE)
+    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--latency", type=int, default=10, help="studies for the latency measurement")
+    parser.add_argument("--batch", type=int, default=8, help="the service's batch size")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="openaim-bench-") as folder:
+        root = Path(folder)
+        settings = Settings(
+            data_dir=root / "data",
+            inference_batch_size=args.batch,
+            inference_device=args.device,
+            inference_precision=args.precision,
+            inference_poll_seconds=0.01,
+        )
+        upgrade(settings.resolved_database_url)
+        engine = make_engine(settings.resolved_database_url)
+        factory = session_factory(engine)
+        with catalog.catalog_transaction(factory) as db:
+            version = catalog.install(
+                db, args.package, catalog.packages_dir(settings), "bench", tuple(settings.model_modules)
+            )
+            catalog.set_mode(db, version.model_id, version.version, Mode.SHADOW, "bench")
+            version_id = version.id
+        with factory() as db:
+            installed = db.get(ModelVersion, version_id)
+            assert installed is not None
+            package = ModelPackage(catalog.manifest_of(installed), Path(installed.package_path))
+        files = chest_xrays(settings.shared_data_dir, args.images + args.latency)
+        batch_files, latency_files = files[: args.images], files[args.images :]
+
+        server = OrthancServer(root / "orthanc", http_port=free_port(), stable_age=1)
+        orthanc = server.start()
+        try:
+            service = InferenceService(settings, orthanc, factory)
+            predictor = service._predictor(installed)
+            print(
+                f"model: {package.manifest.id} {package.manifest.version}, device {predictor.device}, "
+                f"{'bf16' if predictor.bf16 else 'fp32'}, "
+                f"input {package.manifest.preprocessing.input_size}px, "
+                f"torch threads {torch.get_num_threads()}"
+            )
+            raw = raw_forward(predictor, batch_files)
+            uids = store(orthanc, batch_files)
+            throughput = pipeline(service, factory, version_id, uids)
+            waits = latency(service, orthanc, factory, latency_files)
+            service.close()
+        finally:
+            server.stop()
+            engine.dispose()
+
+    best_batch = max(raw, key=lambda batch: raw[batch])
+    single_ms = 1000 / raw[1]
+    rows = [
+        ("raw forward, batch 1", f"{raw[1]:.1f} img/s", f"{single_ms:.1f} ms/img"),
+        (
+            f"raw forward, best batch ({best_batch})",
+            f"{raw[best_batch]:.1f} img/s",
+            f"{1000 / raw[best_batch]:.1f} ms/img",
+        ),
+        (
+            f"pipeline, batch {args.batch} ({args.images} images)",
+            f"{throughput:.1f} img/s",
+            f"{100 * throughput / raw[best_batch]:.0f}% of best raw (goal 80%)",
+        ),
+        (
+            f"stable-to-result latency p50 ({len(waits)} studies)",
+            f"{1000 * statistics.median(waits):.0f} ms",
+            f"{statistics.median(waits) * 1000 / single_ms:.1f}x single forward (goal < 2x)",
+        ),
+        ("stable-to-result latency p95", f"{1000 * percentile(waits, 0.95):.0f} ms", ""),
+    ]
+    width = max(len(row[0]) for row in rows)
+    print(f"{'measure':<{width}}  {'value':>12}  note")
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>12}  {note}")
+
+
+if __name__ == "__main__":
+    main()

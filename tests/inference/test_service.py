@@ -1,0 +1,182 @@
+"""The inference service end to end, against a real Orthanc and a real database: a stable chest X-ray
+gets one result (TID 1500 SR + fractional SEG in Orthanc, findings in the database); what no model accepts
+and what no model can read each end with a recorded reason, and the other jobs go on."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import highdicom as hd
+import pydicom
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from inference import catalog
+from inference.catalog import Mode
+from inference.jobs import Job, JobState
+from inference.results import InferenceResult
+from inference.router import UnroutedSeries
+from inference.service import InferenceService
+from openaim.audit import AuditEvent, EventType
+from openaim.db import make_engine, session_factory, upgrade
+from openaim.settings import Settings
+from orthanc import OrthancConnection, OrthancServer
+from orthanc.launcher import free_port
+from tests.inference import studies
+from tests.inference.tiny_model import MODULE, write_tiny_package
+
+FRONTAL_CHEST = [
+    {"keyword": "Modality", "values": ["CR", "DX"]},
+    {"keyword": "BodyPartExamined", "values": ["CHEST"]},
+    {"keyword": "ViewPosition", "values": ["PA", "AP"]},
+]
+
+
+@dataclass
+class Platform:
+    orthanc: OrthancConnection
+    db: sessionmaker[Session]
+    service: InferenceService
+
+    def run_until_idle(self, timeout: float = 60.0) -> None:
+        """Step the service until every job has ended and no new change arrives for a while."""
+        deadline = time.monotonic() + timeout
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            busy = self.service.step()
+            if busy or self._open_jobs():
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > 3.0:  # StableAge (1 s) passed with nothing new
+                return
+            time.sleep(0.1)
+        raise AssertionError("the service did not finish in time")
+
+    def _open_jobs(self) -> int:
+        with self.db() as db:
+            states = (JobState.QUEUED.value, JobState.RUNNING.value)
+            return len(db.scalars(select(Job).where(Job.state.in_(states))).all())
+
+    def job_for(self, series_uid: str) -> Job:
+        with self.db() as db:
+            job = db.scalar(select(Job).where(Job.series_uid == series_uid))
+            assert job is not None, "the series was never routed to the model"
+            return job
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    server = OrthancServer(tmp_path / "orthanc", http_port=free_port(), stable_age=1)
+    connection = server.start()
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite:///{tmp_path / 'openaim.db'}",
+        model_modules=(MODULE,),
+        inference_retry_seconds=0.1,
+        inference_max_attempts=2,
+    )
+    upgrade(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    factory = session_factory(engine)
+    package = write_tiny_package(tmp_path / "tiny", selectors=FRONTAL_CHEST)
+    with catalog.catalog_transaction(factory) as db:
+        catalog.install(db, package, catalog.packages_dir(settings), "test", allowed_modules=(MODULE,))
+    with catalog.catalog_transaction(factory) as db:
+        catalog.set_mode(db, "openaim.tiny-cxr", "1.0.0", Mode.CLINICAL, "test")
+    service = InferenceService(settings, connection, factory)
+    try:
+        yield Platform(connection, factory, service)
+    finally:
+        service.close()
+        engine.dispose()
+        server.stop()
+
+
+def test_a_stable_chest_xray_gets_one_sr_one_seg_and_its_findings(
+    platform: Platform, shared_data: Path
+) -> None:
+    image = studies.bright_square(studies.chest_xray(shared_data))
+    [response] = studies.store(platform.orthanc, image)
+    assert response.status_code == 200
+
+    platform.run_until_idle()
+
+    job = platform.job_for(image.SeriesInstanceUID)
+    assert (job.state, job.reason) == (JobState.DONE, None)
+    with platform.db() as db:
+        result = db.scalar(select(InferenceResult).where(InferenceResult.job_id == job.id))
+        assert result is not None
+        assert result.sop_instance_uid == image.SOPInstanceUID
+        assert [finding.label for finding in result.findings] == ["Effusion", "Pneumothorax"]
+        audited = db.scalars(select(AuditEvent).where(AuditEvent.event_type == EventType.AI_INFERENCE)).all()
+        assert [event.object_uid for event in audited] == [image.StudyInstanceUID]
+
+    sr = _instance(platform.orthanc, result.sr_uid)
+    assert sr.StudyInstanceUID == image.StudyInstanceUID
+    report = hd.sr.Comprehensive3DSR.from_dataset(sr)
+    assert report.ContributingEquipmentSequence[0].DeviceUID == "1.2.826.0.1.3680043.10.1234.1.0"
+    if result.seg_uid is not None:  # a SEG exists exactly when some finding was positive
+        assert any(finding.positive for finding in result.findings)
+        seg = hd.seg.Segmentation.from_dataset(_instance(platform.orthanc, result.seg_uid))
+        assert seg.SegmentationType == "FRACTIONAL"
+    else:
+        assert not any(finding.positive for finding in result.findings)
+
+
+def test_running_the_queue_again_adds_nothing(platform: Platform, shared_data: Path) -> None:
+    image = studies.chest_xray(shared_data, 6)
+    studies.store(platform.orthanc, image)
+    platform.run_until_idle()
+    studies.store(platform.orthanc, image)  # the modality sends it again
+    platform.run_until_idle()
+    with platform.db() as db:
+        assert len(db.scalars(select(InferenceResult)).all()) == 1
+        assert len(db.scalars(select(Job)).all()) == 1
+
+
+def test_bad_input_ends_with_a_reason_and_the_other_jobs_go_on(platform: Platform, shared_data: Path) -> None:
+    ct = pydicom.dcmread(sorted((shared_data / "dicom" / "ct_3slice").glob("*"))[0])
+    side = studies.lateral(shared_data)
+    sr = pydicom.dcmread(next((shared_data / "dicom" / "foreign_ai" / "highdicom").glob("*sr*")))
+    tiny = studies.one_pixel(shared_data)
+    huge = studies.huge_header(shared_data)
+    pdf = studies.pdf_labelled_as_chest_xray(shared_data)
+    good = studies.chest_xray(shared_data, 7)
+    responses = studies.store(platform.orthanc, ct, side, sr, tiny, huge, pdf, good)
+    assert [response.status_code for response in responses] == [200] * 7
+    truncated = studies.store(platform.orthanc, studies.truncated_bytes(shared_data))[0]
+
+    platform.run_until_idle()
+
+    with platform.db() as db:
+        unrouted = {row.series_uid: row.reason for row in db.scalars(select(UnroutedSeries))}
+    assert "Modality is CT" in unrouted[ct.SeriesInstanceUID]
+    assert "ViewPosition is LL (expects PA, AP)" in unrouted[side.SeriesInstanceUID]
+    assert "Modality is SR" in unrouted[sr.SeriesInstanceUID]
+
+    for dataset, words in ((tiny, "too small"), (huge, "20000"), (pdf, "not an image")):
+        job = platform.job_for(dataset.SeriesInstanceUID)
+        assert job.state == JobState.NOT_APPLICABLE, job.reason
+        assert words in (job.reason or ""), job.reason
+    assert platform.job_for(good.SeriesInstanceUID).state == JobState.DONE
+    if truncated.status_code == 200:  # Orthanc kept it: then the runtime must refuse it with a reason
+        job_states = _states_by_reason(platform.db)
+        assert any("truncated" in reason or "pixel data" in reason for reason in job_states), job_states
+    else:
+        assert truncated.status_code == 400  # Orthanc refused it at the door
+
+
+def _states_by_reason(factory: sessionmaker[Session]) -> list[str]:
+    with factory() as db:
+        return [job.reason or "" for job in db.scalars(select(Job).where(Job.state != JobState.DONE))]
+
+
+def _instance(orthanc: OrthancConnection, sop_instance_uid: str) -> pydicom.Dataset:
+    with orthanc.client() as client:
+        [match] = client.post("/tools/lookup", content=sop_instance_uid).json()
+        data = client.get(f"/instances/{match['ID']}/file").content
+    return pydicom.dcmread(io.BytesIO(data))
