@@ -8,7 +8,8 @@ The algorithm is the device observer (TID 1004). The measurement groups, each na
   the decision as a qualitative evaluation ``<finding> = Present | Absent`` (SCT 52101004 / 272519000);
 - one planar ROI group (TID 1410) per box: the finding type and the box as a closed 5-point POLYLINE
   (SR has no rectangle), tracking identifier ``<label> box <n>``;
-- one planar ROI group per heatmap when a SEG was made: the finding type and the SEG segment and frame;
+- one planar ROI group per heatmap when a SEG was made: the finding type and the SEG frame that holds
+  the finding's segment (tracking ID = the output label);
 - one image-level group ``triage`` holding the study's worklist priority, when a triage rule fired.
 
 The finding is never a qualitative evaluation named ``Finding`` (DCM 121071): highdicom takes such an item
@@ -46,6 +47,8 @@ from inference.dicom_results.times import settle, stamps
 
 SR_SERIES_NUMBER = 9901  # beside the SEG's 9902: high, so AI series sort after the acquired ones
 TRIAGE_TRACKING_ID = "triage"
+
+Group = hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
 
 
 def build_sr(
@@ -109,10 +112,8 @@ def _groups(
     frames: list[int] | None,
     seg: Dataset | None,
     sr_uid: str,
-) -> list[hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
-    groups: list[
-        hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
-    ] = []
+) -> list[Group]:
+    groups: list[Group] = []
     segments = _segment_numbers(findings, seg)
     for finding in findings:
         concept = finding_code(finding.label, finding.display_name, finding.code)
