@@ -1,0 +1,73 @@
+"""The platform's own demonstration chest X-ray network: a small residual CNN, trained by
+``inference.training.demo_cxr`` on the 521 shared ChestX-ray14 images.
+
+Small on purpose: it has to train on two CPU cores in minutes and its weights are committed to git. It keeps
+the shape class activation maps need: ``features`` ends in the last convolutional map (before its ReLU),
+global average pooling follows, and ``classifier`` is one ``nn.Linear``, so a heatmap is the classifier's
+weights applied to the feature map.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+
+def _conv_bn(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+    )
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions and a shortcut; the block's output is left before its ReLU.
+
+    The next block (or the model's head) applies the ReLU, so the last block's output is the pre-activation
+    map that ``features`` must expose for class activation maps.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = _conv_bn(in_channels, out_channels, stride)
+        self.conv2 = _conv_bn(out_channels, out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = functional.relu(x)
+        return self.conv2(functional.relu(self.conv1(x))) + self.shortcut(x)
+
+
+class DemoCXRNet(nn.Module):
+    """(B, in_channels, S, S) normalised images to (B, n_outputs) logits; S a multiple of 32 is tidiest.
+
+    ``width`` is the channel count of the first stage; each later stage doubles it, so the feature map has
+    ``8 * width`` channels at 1/32 of the input size.
+    """
+
+    def __init__(self, n_outputs: int, in_channels: int = 1, width: int = 32) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 5, stride=2, padding=2, bias=False),  # stem: /2
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1),  # /4
+            ResidualBlock(width, width, stride=1),
+            ResidualBlock(width, 2 * width, stride=2),  # /8
+            ResidualBlock(2 * width, 4 * width, stride=2),  # /16
+            ResidualBlock(4 * width, 8 * width, stride=2),  # /32
+        )
+        self.classifier = nn.Linear(8 * width, n_outputs)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The globally pooled feature vector the classifier reads (training heads may read it too)."""
+        return functional.adaptive_avg_pool2d(functional.relu(self.features(x)), 1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pooled(x))

@@ -1,0 +1,1 @@
+"""Training scripts for the platform's own demonstration models (``demo_cxr``: the chest X-ray demo)."""
