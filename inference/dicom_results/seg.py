@@ -120,10 +120,13 @@ def _derived_dimension_uid(seg: Dataset) -> None:
 
 def segment_frames(seg: Dataset) -> dict[int, int]:
     """Segment Number -> the SEG frame number that holds it (the SR references frames, not segments)."""
-    return {
-        int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber): number
-        for number, item in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1)
-    }
+    # With a single segment highdicom puts the identification in the shared functional groups.
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    frames = {}
+    for number, item in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
+        identification = item.get("SegmentIdentificationSequence") or shared.SegmentIdentificationSequence
+        frames[int(identification[0].ReferencedSegmentNumber)] = number
+    return frames
 
 
 def _segment(

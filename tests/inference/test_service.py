@@ -118,7 +118,9 @@ def test_a_stable_chest_xray_gets_one_sr_one_seg_and_its_findings(
     sr = _instance(platform.orthanc, result.sr_uid)
     assert sr.StudyInstanceUID == image.StudyInstanceUID
     report = hd.sr.Comprehensive3DSR.from_dataset(sr)
-    assert report.ContributingEquipmentSequence[0].DeviceUID == "1.2.826.0.1.3680043.10.1234.1.0"
+    algorithm = [item for item in report.ContributingEquipmentSequence if "DeviceUID" in item]
+    assert [item.DeviceUID for item in algorithm] == ["1.2.826.0.1.3680043.10.1234.1.0"]
+    assert algorithm[0].ManufacturerModelName == "Tiny chest X-ray classifier"
     if result.seg_uid is not None:  # a SEG exists exactly when some finding was positive
         assert any(finding.positive for finding in result.findings)
         seg = hd.seg.Segmentation.from_dataset(_instance(platform.orthanc, result.seg_uid))
