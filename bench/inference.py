@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+# Run as `python bench/inference.py`, this file's folder comes first on sys.path and its own name would
+# shadow the `inference` package: look in the repository instead.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import torch
 from sqlalchemy import func, select
