@@ -8,10 +8,10 @@ jrzech checkpoint a whole pickled "torchvision" model whose classes exist only w
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
 import sys
 import types
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,19 +90,39 @@ def write_widely_copied(state: StateDict, path: Path) -> None:
     )
 
 
-def fake_torchvision() -> list[types.ModuleType]:
+FAKE_DENSENET_SOURCE = """
+from torch import nn
+
+
+class DenseNet(nn.Module):
+    pass
+
+
+class _DenseBlock(nn.Sequential):
+    pass
+
+
+class _DenseLayer(nn.Sequential):
+    pass
+
+
+class _Transition(nn.Sequential):
+    pass
+"""
+
+
+def fake_torchvision(folder: Path) -> list[types.ModuleType]:
     """``torchvision``, ``torchvision.models`` and ``torchvision.models.densenet`` with the four classes
-    torchvision 0.2 had; not in ``sys.modules`` (see ``installed``)."""
+    torchvision 0.2 had, not in ``sys.modules`` (see ``installed``). The classes live in a real source file,
+    so that a legacy ``torch.save`` records their source as PyTorch 0.4 did for the real checkpoint."""
+    source = folder / "fake_torchvision_densenet.py"
+    source.write_text(FAKE_DENSENET_SOURCE)
+    spec = importlib.util.spec_from_file_location("torchvision.models.densenet", source)
+    assert spec is not None and spec.loader is not None
+    densenet = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(densenet)
     package = types.ModuleType("torchvision")
     models = types.ModuleType("torchvision.models")
-    densenet = types.ModuleType("torchvision.models.densenet")
-    for name, base in (
-        ("DenseNet", nn.Module),
-        ("_DenseBlock", nn.Sequential),
-        ("_DenseLayer", nn.Sequential),
-        ("_Transition", nn.Sequential),
-    ):
-        setattr(densenet, name, type(name, (base,), {"__module__": densenet.__name__}))
     package.models = models  # type: ignore[attr-defined]
     models.densenet = densenet  # type: ignore[attr-defined]
     return [package, models, densenet]
@@ -157,7 +177,7 @@ def pickled_torchvision_model(densenet: types.ModuleType, state: StateDict) -> n
 
 def write_jrzech(state: StateDict, path: Path, legacy: bool = True) -> None:
     """Format d: the fake torchvision exists while the checkpoint is saved and is gone before it is loaded."""
-    modules = fake_torchvision()
+    modules = fake_torchvision(path.parent)
     with installed(modules):
         checkpoint: dict[str, Any] = {
             "model": pickled_torchvision_model(modules[-1], state),
@@ -166,6 +186,4 @@ def write_jrzech(state: StateDict, path: Path, legacy: bool = True) -> None:
             "rng_state": torch.get_rng_state(),
             "LR": 0.001,
         }
-        with warnings.catch_warnings():  # torch.save cannot find the fake classes' source; no matter
-            warnings.simplefilter("ignore", UserWarning)
-            torch.save(checkpoint, path, _use_new_zipfile_serialization=not legacy)
+        torch.save(checkpoint, path, _use_new_zipfile_serialization=not legacy)

@@ -166,6 +166,7 @@ def test_a_disallowed_global_is_refused_even_with_the_right_hash(
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_a_torchscript_archive_is_refused(tmp_path: Path) -> None:
     # torch.load would hand it to torch.jit.load, which is not a restricted unpickler
     path = tmp_path / "checkpoint"
