@@ -12,10 +12,11 @@ d) jrzech/reproduce-chexnet ``pretrained/checkpoint``: ``{'model': <the whole pi
 
 Unpickling runs code, so the order is the point: the file is read once, its hash compared (by default with
 the git blob of the reference checkpoint; otherwise with a sha256 the caller vouches for), and only then
-are the same bytes unpickled, by torch's restricted (``weights_only``) unpickler. That unpickler builds
-tensors and containers only; the torchvision and ``torch.nn`` classes a whole pickled model names are mapped
-to ``PickledModule``, a class with no methods, so no code of the checkpoint's choosing can run even when the
-hash matches, and torchvision is never imported.
+are the same bytes unpickled, by a restricted unpickler that resolves a short list of names: torch's
+tensor-rebuilding functions, ``OrderedDict``, and the torchvision and ``torch.nn`` classes of a whole
+pickled model, all mapped to ``PickledModule``, a class with no methods. So no code of the checkpoint's
+choosing runs even when the hash matches, and torchvision is never imported. (torch's own ``weights_only``
+unpickler cannot read format d: pre-1.6 files record every module class as a persistent id.)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.nn.backends import thnn
@@ -136,6 +137,7 @@ def read_checkpoint(path: Path, sha256: str | None = None) -> dict[str, torch.Te
 
 
 def verify(data: bytes, sha256: str | None = None) -> None:
+    """Raise unless ``data`` is the reference checkpoint, or has the ``sha256`` its caller vouches for."""
     if sha256 is None:
         kind, expected, actual = "git blob sha1", REFERENCE_GIT_BLOB_SHA1, git_blob_sha1(data)
     else:
@@ -165,14 +167,31 @@ def _allowed_globals() -> dict[str, Any]:
     return allowed
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Python's documented way to restrict unpickling: every global goes through ``find_class``."""
+_PICKLE_BUILD: Any = pickle._Unpickler.dispatch[pickle.BUILD[0]]
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """Python's documented way to restrict unpickling (every global goes through ``find_class``), plus a
+    restricted BUILD: it may fill in a module stand-in, a tensor or an ordered dict, never a class or a
+    function. Otherwise a pickle could set ``PickledModule.dump_patches`` and ``__name__``, which torch.load
+    reads for pre-1.6 files to decide whether, and where, to write a patch file."""
+
+    dispatch: ClassVar[dict[int, Any]] = dict(pickle._Unpickler.dispatch)
+    stack: list[Any]  # the pure-Python unpickler's stack (typeshed leaves it out)
 
     def find_class(self, module: str, name: str) -> Any:
         found = _allowed_globals().get(f"{module}.{name}")
         if found is None:
             raise pickle.UnpicklingError(f"the checkpoint names {module}.{name}, which is not allowed")
         return found
+
+    def _restricted_build(self) -> None:
+        target = self.stack[-2]  # BUILD pops the state, then sets it on the object below
+        if not isinstance(target, (PickledModule, torch.Tensor, collections.OrderedDict)):
+            raise pickle.UnpicklingError(f"the checkpoint sets the state of {target!r}, which is not allowed")
+        _PICKLE_BUILD(self)
+
+    dispatch[pickle.BUILD[0]] = _restricted_build
 
 
 def _restricted_pickle_module() -> types.ModuleType:

@@ -166,6 +166,66 @@ def test_a_disallowed_global_is_refused_even_with_the_right_hash(
     assert not marker.exists()
 
 
+def legacy_file(main_pickle: bytes) -> bytes:
+    """A pre-1.6 ``torch.save`` file around a hand-made pickle: magic number, protocol, system information,
+    the object, then the (here empty) list of storages."""
+    version = torch.serialization.PROTOCOL_VERSION
+    system = {
+        "protocol_version": version,
+        "little_endian": True,
+        "type_sizes": {"short": 2, "int": 4, "long": 4},
+    }
+    header = [torch.serialization.MAGIC_NUMBER, version, system]
+    return (
+        b"".join(pickle.dumps(item, protocol=2) for item in header)
+        + main_pickle
+        + pickle.dumps([], protocol=2)
+    )
+
+
+def sets_attribute(module: str, name: str, attribute: str) -> bytes:
+    """A pickle that loads the global ``module.name`` and BUILDs ``attribute = True`` onto it (slot state)."""
+    key = attribute.encode()
+    return b"".join(
+        [
+            b"\x80\x02c" + f"{module}\n{name}\n".encode(),  # PROTO 2, GLOBAL
+            b"N}X" + len(key).to_bytes(4, "little") + key + b"\x88s\x86",  # (None, {attribute: True})
+            b"b.",  # BUILD, STOP
+        ]
+    )
+
+
+class Victim:
+    changed = False
+
+
+def test_the_build_pickle_changes_a_class_when_unpickled_unsafely() -> None:
+    try:
+        pickle.loads(sets_attribute(Victim.__module__, "Victim", "changed"))  # noqa: S301 - our own bytes
+        assert Victim.changed is True
+    finally:
+        Victim.changed = False
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "target"),
+    [
+        ("torchvision.models.densenet", "DenseNet", chexnet.PickledModule),
+        ("torch._utils", "_rebuild_tensor_v2", torch._utils._rebuild_tensor_v2),
+    ],
+)
+def test_a_checkpoint_cannot_change_the_classes_and_functions_it_may_name(
+    module: str, name: str, target: Any, tmp_path: Path
+) -> None:
+    # torch.load reads dump_patches and __name__ of the module classes in pre-1.6 files to decide whether,
+    # and where, to write a patch file: a checkpoint setting them would write files of its choosing.
+    path = tmp_path / "checkpoint"
+    path.write_bytes(legacy_file(sets_attribute(module, name, "dump_patches")))
+    with pytest.raises(CheckpointError, match="sets the state of"):
+        read_checkpoint(path, sha256=sha256_of(path))
+    assert getattr(target, "dump_patches", False) is False
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_a_torchscript_archive_is_refused(tmp_path: Path) -> None:
     # torch.load would hand it to torch.jit.load, which is not a restricted unpickler
