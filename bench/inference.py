@@ -94,6 +94,7 @@ def pipeline(
     start = time.perf_counter()
     while service.run_due():
         pass
+    service.flush()
     elapsed = time.perf_counter() - start
     done = results(factory) - before
     if done != len(uids):

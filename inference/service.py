@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,8 +73,22 @@ class InferenceService:
         self.factory = factory
         self.archive = InferenceArchive(connection)
         self._predictors: dict[int, Predictor] = {}
+        # Fetching and decoding wait on Orthanc: a few at once. Writing results (SR, SEG, STOW, database)
+        # overlaps the next batch's forward pass; one batch at most is in writing, so memory stays bounded.
+        self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="inference-read")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference-write")
+        self._writing: list[Future[None]] = []
+
+    def flush(self) -> None:
+        """Wait until every result handed to the writer is stored."""
+        for future in self._writing:
+            future.result()
+        self._writing.clear()
 
     def close(self) -> None:
+        self.flush()
+        self._readers.shutdown()
+        self._writer.shutdown()
         self.archive.close()
 
     def run(self, stop: threading.Event) -> None:
@@ -96,6 +111,8 @@ class InferenceService:
         """One poll and one batch; True when there was work."""
         changes = poll(self.archive, self.factory, self._candidates)
         ran = self.run_due()
+        if not ran:
+            self.flush()
         return bool(changes or ran)
 
     def _candidates(self, db: Session) -> list[Candidate]:
@@ -136,7 +153,8 @@ class InferenceService:
             for job in group:
                 self._retry(job, f"the model could not be loaded ({error})")
             return
-        prepared = [item for job in group if (item := self._prepare(job, predictor)) is not None]
+        read = self._readers.map(lambda job: self._prepare(job, predictor), group)
+        prepared = [item for item in read if item is not None]
         if not prepared:
             return
         try:
@@ -145,6 +163,18 @@ class InferenceService:
             for item in prepared:
                 self._retry(item.job, f"the model failed ({error.__class__.__name__}: {error})")
             return
+        self.flush()  # the previous batch's results first: jobs finish in the order they ran
+        self._writing.append(
+            self._writer.submit(self._deliver_all, version, predictor, prepared, predictions)
+        )
+
+    def _deliver_all(
+        self,
+        version: ModelVersion,
+        predictor: Predictor,
+        prepared: list[PreparedJob],
+        predictions: list[Prediction],
+    ) -> None:
         for item, prediction in zip(prepared, predictions, strict=True):
             self._deliver(version, predictor, item, prediction)
 
