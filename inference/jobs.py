@@ -99,7 +99,7 @@ def claim(
         ).all()
         claimed = []
         for job in due:
-            taken = db.execute(
+            taken = db.execute(  # type: ignore[attr-defined]  # an UPDATE's result has a rowcount
                 update(Job)
                 .where(Job.id == job.id, Job.state == job.state, Job.attempts == job.attempts)
                 .values(

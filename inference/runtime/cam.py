@@ -23,9 +23,9 @@ def supports_cam(model: torch.nn.Module) -> bool:
 
 def logits_and_cams(model: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, K) logits and (B, K, h, w) raw class activation maps, from one pass through the features."""
-    features = torch.relu(model.features(batch))
-    classifier = model.classifier
-    assert isinstance(classifier, torch.nn.Linear)
+    extract, classifier = model.features, model.classifier
+    assert callable(extract) and isinstance(classifier, torch.nn.Linear)
+    features = torch.relu(extract(batch))
     logits = classifier(features.mean(dim=(2, 3)))
     cams = torch.einsum("kc,bchw->bkhw", classifier.weight.to(features.dtype), features)
     return logits, cams

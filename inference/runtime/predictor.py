@@ -54,7 +54,8 @@ class Predictor:
         self.bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
         self.model = model.to(device)
         if self.bf16:
-            self.model = self.model.to(memory_format=torch.channels_last)  # what bf16 kernels are fast on
+            # what bf16 kernels are fast on (torch's stubs do not list memory_format for Module.to)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.cam = supports_cam(model)
 
     @classmethod
