@@ -12,8 +12,8 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from openaim.settings import Settings
 from openaim import audit
+from openaim.settings import Settings
 from viewer.archive import Archive
 from viewer.sessions import UserSession, find_session
 from viewer.users import Role, User

@@ -9,10 +9,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner
 
-from openaim.cli import app as cli
-from openaim.db import make_engine, session_factory, upgrade
 from openaim import audit
 from openaim.audit import Action, EventType, Outcome
+from openaim.cli import app as cli
+from openaim.db import make_engine, session_factory, upgrade
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from orthanc import OrthancConnection
 from openaim.audit import AuditEvent
+from orthanc import OrthancConnection
 
 from .conftest import sign_in
 
