@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inference import catalog, jobs
 from inference.catalog import Mode, ModelVersion
+from inference.jobs import Job
 from inference.package import ModelPackage
 from inference.results import InferenceResult
 from inference.runtime.pixels import display_frame, read_dataset
@@ -104,36 +105,47 @@ def pipeline(
 
 def latency(
     service: InferenceService, orthanc: OrthancConnection, factory: sessionmaker[Session], files: list[bytes]
-) -> list[float]:
-    """Seconds from 'Orthanc lists the study as stable' to 'its result is committed', one study at a time."""
+) -> tuple[list[float], list[float]]:
+    """Seconds from 'Orthanc lists this study as stable' to (a) its result row committed (what the worklist
+    shows) and (b) its job done (SR and SEG stored in Orthanc), one study at a time."""
     stop = threading.Event()
     thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
     thread.start()
-    seconds = []
+    to_result, to_dicom = [], []
     try:
         with orthanc.client() as client:
             last = client.get("/changes", params={"last": ""}).json()["Last"]
             for data in files:
-                before = results(factory)
-                client.post("/instances", content=data).raise_for_status()
+                stored = client.post("/instances", content=data)
+                stored.raise_for_status()
+                study, series_uid = stored.json()["ParentStudy"], str(read_dataset(data).SeriesInstanceUID)
                 stable_at = None
-                while stable_at is None:  # the moment Orthanc publishes StableStudy
+                while stable_at is None:  # the moment Orthanc publishes StableStudy for this study
                     answer = client.get("/changes", params={"since": last, "limit": 100}).json()
                     last = answer["Last"]
-                    if any(change["ChangeType"] == "StableStudy" for change in answer["Changes"]):
+                    if any(
+                        change["ChangeType"] == "StableStudy" and change["ID"] == study
+                        for change in answer["Changes"]
+                    ):
                         stable_at = utcnow()
                     else:
                         time.sleep(0.002)
-                while results(factory) == before:
+                job = None
+                while job is None or job.finished_at is None:
                     time.sleep(0.002)
+                    with factory() as db:
+                        job = db.scalar(select(Job).where(Job.series_uid == series_uid))
                 with factory() as db:
-                    created = db.scalar(select(func.max(InferenceResult.created_at)))
+                    created = db.scalar(
+                        select(InferenceResult.created_at).where(InferenceResult.job_id == job.id)
+                    )
                 assert created is not None
-                seconds.append(max((created - stable_at).total_seconds(), 0.0))
+                to_result.append(max((created - stable_at).total_seconds(), 0.0))
+                to_dicom.append(max((job.finished_at - stable_at).total_seconds(), 0.0))
     finally:
         stop.set()
         thread.join()
-    return seconds
+    return to_result, to_dicom
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -192,7 +204,7 @@ def main() -> None:
             raw = raw_forward(predictor, batch_files)
             uids = store(orthanc, batch_files)
             throughput = pipeline(service, factory, version_id, uids)
-            waits = latency(service, orthanc, factory, latency_files)
+            waits, dicom_waits = latency(service, orthanc, factory, latency_files)
             service.close()
         finally:
             server.stop()
@@ -218,6 +230,11 @@ def main() -> None:
             f"{statistics.median(waits) * 1000 / single_ms:.1f}x single forward (goal < 2x)",
         ),
         ("stable-to-result latency p95", f"{1000 * percentile(waits, 0.95):.0f} ms", ""),
+        (
+            "stable-to-SR+SEG-stored latency p50 / p95",
+            f"{1000 * statistics.median(dicom_waits):.0f} ms",
+            f"p95 {1000 * percentile(dicom_waits, 0.95):.0f} ms",
+        ),
     ]
     width = max(len(row[0]) for row in rows)
     print(f"{'measure':<{width}}  {'value':>12}  note")

@@ -23,7 +23,7 @@ import pydicom
 import torch
 from PIL import Image
 from pydicom.uid import generate_uid
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference import catalog, jobs
@@ -44,7 +44,7 @@ from inference.runtime.pixels import (
     read_dataset,
     representative_frame,
 )
-from inference.runtime.predictor import Prediction, Predictor
+from inference.runtime.predictor import FindingPrediction, Prediction, Predictor
 from inference.runtime.transform import Crop, to_model_input
 from inference.watcher import poll
 from openaim import audit
@@ -54,6 +54,23 @@ from openaim.settings import Settings
 from orthanc import OrthancConnection
 
 log = logging.getLogger("openaim.inference")
+
+
+@dataclass(frozen=True)
+class ResultUids:
+    """UIDs of a job's SR and SEG, derived from (series, device UID): a re-run stores the same instances."""
+
+    sr: str
+    sr_series: str
+    seg: str
+    seg_series: str
+
+    @classmethod
+    def of(cls, series_uid: str, device_uid: str) -> ResultUids:
+        def uid(kind: str) -> str:
+            return str(generate_uid(entropy_srcs=[series_uid, device_uid, kind]))
+
+        return cls(uid("sr"), uid("sr-series"), uid("seg"), uid("seg-series"))
 
 
 @dataclass
@@ -221,17 +238,21 @@ class InferenceService:
     def _deliver(
         self, version: ModelVersion, predictor: Predictor, item: PreparedJob, prediction: Prediction
     ) -> None:
+        """The database row first (it is what readers and the worklist see), then the portable DICOM record;
+        the job is done only when both exist. A re-run after a crash finds the row and stores the same
+        (deterministic) instances again, so nothing is duplicated."""
         try:
+            uids = ResultUids.of(item.job.series_uid, version.device_uid)
+            self._record(version, predictor, item, prediction, uids)
             findings = finding_results(predictor, item, prediction)
-            algorithm = Algorithm.of(predictor.manifest)
-            key = [item.job.series_uid, version.device_uid]
             frame = None if item.frame is None else item.frame + 1
+            algorithm = Algorithm.of(predictor.manifest)
             seg = build_seg(
                 item.source,
                 findings,
                 algorithm,
-                sop_instance_uid=generate_uid(entropy_srcs=[*key, "seg"]),
-                series_instance_uid=generate_uid(entropy_srcs=[*key, "seg-series"]),
+                sop_instance_uid=uids.seg,
+                series_instance_uid=uids.seg_series,
                 frame=frame,
             )
             sr = build_sr(
@@ -239,33 +260,41 @@ class InferenceService:
                 findings,
                 prediction.triage.value if prediction.triage else None,
                 algorithm,
-                sop_instance_uid=generate_uid(entropy_srcs=[*key, "sr"]),
-                series_instance_uid=generate_uid(entropy_srcs=[*key, "sr-series"]),
+                sop_instance_uid=uids.sr,
+                series_instance_uid=uids.sr_series,
                 frame=frame,
                 seg=seg,
             )
             self.archive.store([sr] if seg is None else [sr, seg])
-            self._save(version, item, prediction, findings, sr, seg)
+            self._done(version, item, prediction, seg_stored=seg is not None)
         except ArchiveUnavailable as error:
             self._retry(item.job, str(error))
         except Exception as error:
             log.exception("job %s: writing the result failed", item.job.id)
             self._retry(item.job, f"{error.__class__.__name__}: {error}")
 
-    def _save(
+    def _record(
         self,
         version: ModelVersion,
+        predictor: Predictor,
         item: PreparedJob,
         prediction: Prediction,
-        findings: list[FindingResult],
-        sr: pydicom.Dataset,
-        seg: pydicom.Dataset | None,
+        uids: ResultUids,
+    ) -> None:
+        with transaction(self.factory) as db:
+            existing = db.scalar(select(InferenceResult.id).where(InferenceResult.job_id == item.job.id))
+            if existing is None:
+                db.add(result_row(version, predictor, item, prediction, uids))
+
+    def _done(
+        self, version: ModelVersion, item: PreparedJob, prediction: Prediction, seg_stored: bool
     ) -> None:
         job = item.job
         with transaction(self.factory) as db:
-            existing = db.scalar(select(InferenceResult.id).where(InferenceResult.job_id == job.id))
-            if existing is None:  # a job re-run after a crash between STOW and here keeps its one result
-                db.add(result_row(version, item, prediction, findings, sr, seg))
+            if not seg_stored:  # e.g. a multi-frame source a SEG cannot be placed on
+                db.execute(
+                    update(InferenceResult).where(InferenceResult.job_id == job.id).values(seg_uid=None)
+                )
             jobs.finish(db, job.id, JobState.DONE)
         audit.record(
             self.factory,
@@ -301,17 +330,26 @@ class InferenceService:
         log.warning("job %s attempt %s: %s (now %s)", job.id, job.attempt, reason, state.value)
 
 
+def source_boxes(
+    predictor: Predictor, item: PreparedJob, finding: FindingPrediction
+) -> list[tuple[float, float, float, float]]:
+    """A finding's boxes in the source image's pixels, clipped to the image."""
+    size = predictor.manifest.preprocessing.input_size
+    rows, columns = float(item.source.Rows), float(item.source.Columns)
+    boxes = []
+    for x0, y0, x1, y1 in finding.boxes:
+        (sx0, sy0), (sx1, sy1) = item.crop.to_source(np.array([[x0, y0], [x1, y1]], dtype=float), size)
+        boxes.append((max(sx0, 0.0), max(sy0, 0.0), min(sx1, columns), min(sy1, rows)))
+    return boxes
+
+
 def finding_results(predictor: Predictor, item: PreparedJob, prediction: Prediction) -> list[FindingResult]:
     """Model-input findings mapped onto the source image: boxes in its pixels, heatmaps on its grid."""
-    size = predictor.manifest.preprocessing.input_size
     rows, columns = int(item.source.Rows), int(item.source.Columns)
     results = []
     for finding in prediction.findings:
         output = predictor.manifest.output(finding.label)
-        boxes = []
-        for x0, y0, x1, y1 in finding.boxes:
-            (sx0, sy0), (sx1, sy1) = item.crop.to_source(np.array([[x0, y0], [x1, y1]], dtype=float), size)
-            boxes.append((max(sx0, 0.0), max(sy0, 0.0), min(sx1, float(columns)), min(sy1, float(rows))))
+        boxes = source_boxes(predictor, item, finding)
         heatmap = None if finding.heatmap is None else item.crop.paint(finding.heatmap, rows, columns)
         results.append(
             FindingResult(
@@ -329,12 +367,7 @@ def finding_results(predictor: Predictor, item: PreparedJob, prediction: Predict
 
 
 def result_row(
-    version: ModelVersion,
-    item: PreparedJob,
-    prediction: Prediction,
-    findings: list[FindingResult],
-    sr: pydicom.Dataset,
-    seg: pydicom.Dataset | None,
+    version: ModelVersion, predictor: Predictor, item: PreparedJob, prediction: Prediction, uids: ResultUids
 ) -> InferenceResult:
     row = InferenceResult(
         job_id=item.job.id,
@@ -343,20 +376,21 @@ def result_row(
         sop_instance_uid=str(item.source.SOPInstanceUID),
         model_version_id=version.id,
         triage=prediction.triage.value if prediction.triage else None,
-        sr_uid=str(sr.SOPInstanceUID),
-        seg_uid=str(seg.SOPInstanceUID) if seg is not None else None,
+        sr_uid=uids.sr,
+        seg_uid=uids.seg if any(finding.heatmap is not None for finding in prediction.findings) else None,
     )
-    for finding, predicted in zip(findings, prediction.findings, strict=True):
+    for finding in prediction.findings:
+        boxes = source_boxes(predictor, item, finding)
         row.findings.append(
             Finding(
                 label=finding.label,
-                display_name=finding.display_name,
+                display_name=predictor.manifest.output(finding.label).display_name,
                 probability=finding.probability,
                 threshold=finding.threshold,
                 positive=finding.positive,
-                boxes_json=json.dumps([[round(value, 1) for value in box] for box in finding.boxes]),
-                heatmap_png=_png(predicted.heatmap) if predicted.heatmap is not None else None,
-                heatmap_region=item.crop.as_text() if predicted.heatmap is not None else None,
+                boxes_json=json.dumps([[round(value, 1) for value in box] for box in boxes]),
+                heatmap_png=_png(finding.heatmap) if finding.heatmap is not None else None,
+                heatmap_region=item.crop.as_text() if finding.heatmap is not None else None,
             )
         )
     return row
