@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String
+from sqlalchemy import String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from inference.archive import InferenceArchive, NotInArchive
+from inference.catalog import ModelVersion
 from inference.router import Candidate, route_series
 from openaim.db import Base, UTCDateTime, transaction, utcnow
 
@@ -62,12 +63,22 @@ def poll(
     ]
     with transaction(factory) as db:
         candidates = candidates_of(db)
+        ours = set(db.scalars(select(ModelVersion.device_uid)))
         for series in to_route:
-            route_series(db, series.study_uid, series.series_uid, series.tags, candidates)
+            if not made_by(series.tags, ours):  # our own SR/SEG re-stabilise the study: not news
+                route_series(db, series.study_uid, series.series_uid, series.tags, candidates)
         cursor = db.get(ChangeCursor, CURSOR_NAME) or ChangeCursor(name=CURSOR_NAME)
         cursor.last_seq = max(last, since)
         db.add(cursor)
     return len(changes)
+
+
+def made_by(tags: dict[str, Any], device_uids: set[str]) -> bool:
+    """Whether an object names one of these algorithms in its Contributing Equipment (an AI result)."""
+    equipment = tags.get("ContributingEquipmentSequence")
+    if not isinstance(equipment, list):
+        return False
+    return any(isinstance(item, dict) and item.get("DeviceUID") in device_uids for item in equipment)
 
 
 def _series_of(archive: InferenceArchive, study_id: str) -> list[SeriesToRoute]:

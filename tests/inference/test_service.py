@@ -107,6 +107,8 @@ def test_a_stable_chest_xray_gets_one_sr_one_seg_and_its_findings(
 
     job = platform.job_for(image.SeriesInstanceUID)
     assert (job.state, job.reason) == (JobState.DONE, None)
+    with platform.db() as db:  # the SR/SEG re-stabilised the study; they are not routed as new series
+        assert db.scalars(select(UnroutedSeries)).all() == []
     with platform.db() as db:
         result = db.scalar(select(InferenceResult).where(InferenceResult.job_id == job.id))
         assert result is not None
