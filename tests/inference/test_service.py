@@ -16,14 +16,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from inference import catalog
-from inference.catalog import Mode
+from inference import catalog, jobs
+from inference.catalog import Mode, ModelVersion
 from inference.jobs import Job, JobState
 from inference.results import InferenceResult
 from inference.router import UnroutedSeries
 from inference.service import InferenceService
 from openaim.audit import AuditEvent, EventType
-from openaim.db import make_engine, session_factory, upgrade
+from openaim.db import make_engine, session_factory, transaction, upgrade
 from openaim.settings import Settings
 from orthanc import OrthancConnection, OrthancServer
 from orthanc.launcher import free_port
@@ -39,6 +39,7 @@ FRONTAL_CHEST = [
 
 @dataclass
 class Platform:
+    server: OrthancServer
     orthanc: OrthancConnection
     db: sessionmaker[Session]
     service: InferenceService
@@ -89,7 +90,7 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
         catalog.set_mode(db, "openaim.tiny-cxr", "1.0.0", Mode.CLINICAL, "test")
     service = InferenceService(settings, connection, factory)
     try:
-        yield Platform(connection, factory, service)
+        yield Platform(server, connection, factory, service)
     finally:
         service.close()
         engine.dispose()
@@ -172,6 +173,26 @@ def test_bad_input_ends_with_a_reason_and_the_other_jobs_go_on(platform: Platfor
         assert any("truncated" in reason or "pixel data" in reason for reason in job_states), job_states
     else:
         assert truncated.status_code == 400  # Orthanc refused it at the door
+
+
+def test_an_archive_outage_is_retried_and_nothing_is_lost(platform: Platform, shared_data: Path) -> None:
+    image = studies.chest_xray(shared_data, 8)
+    studies.store(platform.orthanc, image)
+    with transaction(platform.db) as db:
+        version = db.scalars(select(ModelVersion)).one()
+        jobs.enqueue(db, image.StudyInstanceUID, image.SeriesInstanceUID, version.id)
+
+    platform.server.stop()
+    assert platform.service.run_due() == 1
+    job = platform.job_for(image.SeriesInstanceUID)
+    assert job.state == JobState.QUEUED  # not failed: the archive is worth asking again
+    assert "unreachable" in (job.reason or ""), job.reason
+
+    platform.server.start()
+    time.sleep(0.2)  # the first back-off (0.1 s)
+    platform.run_until_idle()
+    job = platform.job_for(image.SeriesInstanceUID)
+    assert (job.state, job.attempts) == (JobState.DONE, 2)
 
 
 def _states_by_reason(factory: sessionmaker[Session]) -> list[str]:
