@@ -92,6 +92,7 @@ def pipeline(
         for study_uid, series_uid in uids:
             jobs.enqueue(db, study_uid, series_uid, version_id)
     before = results(factory)
+    service.timings.reset()
     start = time.perf_counter()
     while service.run_due():
         pass
@@ -204,6 +205,7 @@ def main() -> None:
             raw = raw_forward(predictor, batch_files)
             uids = store(orthanc, batch_files)
             throughput = pipeline(service, factory, version_id, uids)
+            stages = service.timings.milliseconds_per_image()
             waits, dicom_waits = latency(service, orthanc, factory, latency_files)
             service.close()
         finally:
@@ -235,6 +237,10 @@ def main() -> None:
             f"{1000 * statistics.median(dicom_waits):.0f} ms",
             f"p95 {1000 * percentile(dicom_waits, 0.95):.0f} ms",
         ),
+    ]
+    rows += [
+        (f"  pipeline stage: {stage}", f"{ms:.1f} ms/img", "summed over threads")
+        for stage, ms in stages.items()
     ]
     width = max(len(row[0]) for row in rows)
     print(f"{'measure':<{width}}  {'value':>12}  note")

@@ -46,6 +46,7 @@ from inference.runtime.pixels import (
 )
 from inference.runtime.predictor import FindingPrediction, Prediction, Predictor
 from inference.runtime.transform import Crop, to_model_input
+from inference.timings import StageTimings
 from inference.watcher import poll
 from openaim import audit
 from openaim.audit import Action, EventType
@@ -90,6 +91,7 @@ class InferenceService:
         self.factory = factory
         self.archive = InferenceArchive(connection)
         self._predictors: dict[int, Predictor] = {}
+        self.timings = StageTimings()
         # Fetching and decoding wait on Orthanc: a few at once. Writing results (SR, SEG, STOW, database)
         # overlaps the next batch's forward pass; one batch at most is in writing, so memory stays bounded.
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="inference-read")
@@ -175,7 +177,8 @@ class InferenceService:
         if not prepared:
             return
         try:
-            predictions = predictor.predict([item.tensor for item in prepared])
+            with self.timings.measure("model + CAM", count=len(prepared)):
+                predictions = predictor.predict([item.tensor for item in prepared])
         except Exception as error:
             for item in prepared:
                 self._retry(item.job, f"the model failed ({error.__class__.__name__}: {error})")
@@ -208,18 +211,21 @@ class InferenceService:
 
     def _prepare(self, job: ClaimedJob, predictor: Predictor) -> PreparedJob | None:
         try:
-            series = self.archive.series_by_uid(job.series_uid)
-            if series is None:
-                self._end(job, JobState.NOT_APPLICABLE, "the series is no longer in the archive")
-                return None
-            source = read_dataset(self.archive.instance_file(series.first_instance_id))
-            check_image(source)
-            frame = representative_frame(source)
-            preprocessing = predictor.manifest.preprocessing
-            image = display_frame(
-                source, frame, voi=preprocessing.voi, invert_monochrome1=preprocessing.invert_monochrome1
-            )
-            tensor, crop = to_model_input(image, preprocessing)
+            with self.timings.measure("fetch"):
+                series = self.archive.series_by_uid(job.series_uid)
+                if series is None:
+                    self._end(job, JobState.NOT_APPLICABLE, "the series is no longer in the archive")
+                    return None
+                data = self.archive.instance_file(series.first_instance_id)
+            with self.timings.measure("decode + preprocess"):
+                source = read_dataset(data)
+                check_image(source)
+                frame = representative_frame(source)
+                preprocessing = predictor.manifest.preprocessing
+                image = display_frame(
+                    source, frame, voi=preprocessing.voi, invert_monochrome1=preprocessing.invert_monochrome1
+                )
+                tensor, crop = to_model_input(image, preprocessing)
         except UnreadableImage as error:
             self._end(job, JobState.NOT_APPLICABLE, error.reason)
             return None
@@ -243,10 +249,32 @@ class InferenceService:
         (deterministic) instances again, so nothing is duplicated."""
         try:
             uids = ResultUids.of(item.job.series_uid, version.device_uid)
-            self._record(version, predictor, item, prediction, uids)
-            findings = finding_results(predictor, item, prediction)
-            frame = None if item.frame is None else item.frame + 1
-            algorithm = Algorithm.of(predictor.manifest)
+            with self.timings.measure("result row"):
+                self._record(version, predictor, item, prediction, uids)
+            with self.timings.measure("heatmaps to image grid"):
+                findings = finding_results(predictor, item, prediction)
+            sr, seg = self._dicom_objects(predictor, item, prediction, findings, uids)
+            with self.timings.measure("STOW-RS"):
+                self.archive.store([sr] if seg is None else [sr, seg])
+            with self.timings.measure("job done + audit"):
+                self._done(version, item, prediction, seg_stored=seg is not None)
+        except ArchiveUnavailable as error:
+            self._retry(item.job, str(error))
+        except Exception as error:
+            log.exception("job %s: writing the result failed", item.job.id)
+            self._retry(item.job, f"{error.__class__.__name__}: {error}")
+
+    def _dicom_objects(
+        self,
+        predictor: Predictor,
+        item: PreparedJob,
+        prediction: Prediction,
+        findings: list[FindingResult],
+        uids: ResultUids,
+    ) -> tuple[pydicom.Dataset, pydicom.Dataset | None]:
+        frame = None if item.frame is None else item.frame + 1
+        algorithm = Algorithm.of(predictor.manifest)
+        with self.timings.measure("SEG"):
             seg = build_seg(
                 item.source,
                 findings,
@@ -255,6 +283,7 @@ class InferenceService:
                 series_instance_uid=uids.seg_series,
                 frame=frame,
             )
+        with self.timings.measure("SR"):
             sr = build_sr(
                 item.source,
                 findings,
@@ -265,13 +294,7 @@ class InferenceService:
                 frame=frame,
                 seg=seg,
             )
-            self.archive.store([sr] if seg is None else [sr, seg])
-            self._done(version, item, prediction, seg_stored=seg is not None)
-        except ArchiveUnavailable as error:
-            self._retry(item.job, str(error))
-        except Exception as error:
-            log.exception("job %s: writing the result failed", item.job.id)
-            self._retry(item.job, f"{error.__class__.__name__}: {error}")
+        return sr, seg
 
     def _record(
         self,
