@@ -10,33 +10,18 @@ from typing import Any
 
 import pytest
 
-WEIGHTS = "weights.pt"
+from tests.inference.tiny_model import WEIGHTS, tiny_manifest
 
 
 def example_manifest(weights_sha256: str = "0" * 64) -> dict[str, Any]:
-    return {
-        "id": "openaim.tiny-cxr",
-        "name": "Tiny chest X-ray classifier",
-        "vendor": "openaim tests",
-        "version": "1.0.0",
-        "intended_use": "Triage of frontal adult chest radiographs for effusion and pneumothorax.",
-        "contraindications": ["Paediatric patients", "Lateral views"],
-        "regulatory": {"status": "research_use_only", "statement": "For research use only."},
-        "training_data": "NIH ChestX-ray14 subset (521 images); no age or sex metadata.",
-        "performance_claims": [
+    """The tiny test package's manifest, dressed as a full-size frontal chest X-ray model."""
+    return tiny_manifest(
+        weights_sha256,
+        training_data="NIH ChestX-ray14 subset (521 images); no age or sex metadata.",
+        performance_claims=[
             {"label": "Effusion", "metric": "AUROC", "value": 0.86, "dataset": "ChestX-ray14 test split"}
         ],
-        "outputs": [
-            {
-                "label": "Effusion",
-                "display_name": "Pleural effusion",
-                "threshold": 0.4,
-                "code": {"value": "60046008", "scheme": "SCT", "meaning": "Pleural effusion"},
-            },
-            {"label": "Pneumothorax", "display_name": "Pneumothorax", "threshold": 0.3},
-        ],
-        "triage": [{"label": "Pneumothorax", "priority": "urgent"}],
-        "selectors": [
+        selectors=[
             {"keyword": "Modality", "values": ["CR", "DX"]},
             {"keyword": "BodyPartExamined", "values": ["CHEST"]},
             {"keyword": "ViewPosition", "values": ["PA", "AP"]},
@@ -45,17 +30,15 @@ def example_manifest(weights_sha256: str = "0" * 64) -> dict[str, Any]:
                 "values": ["1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1"],
             },
         ],
-        "preprocessing": {
+        preprocessing={
             "input_size": 224,
             "channels": 3,
             "resize": "resize_short_crop_center",
             "mean": [0.485, 0.456, 0.406],
             "std": [0.229, 0.224, 0.225],
         },
-        "runtime": {"kind": "state_dict", "weights": WEIGHTS, "module": "tests.models:Tiny", "kwargs": {}},
-        "weights_sha256": weights_sha256,
-        "device_uid": "1.2.826.0.1.3680043.10.1234.1.0",
-    }
+        runtime={"kind": "state_dict", "weights": WEIGHTS, "module": "tests.models:Tiny", "kwargs": {}},
+    )
 
 
 def sha256_of(path: Path) -> str:
