@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from scipy.optimize import minimize
+from scipy.special import expit, logit
 from torch.nn import functional
 
 from inference.manifest import MANIFEST_NAME, Manifest, Preprocessing, ResizeMode
@@ -252,12 +254,19 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 64) 
     return torch.sigmoid(torch.cat(logits)).numpy().astype(np.float64)
 
 
-def shipped_model(model: torch.nn.Module, recipe: Recipe) -> DemoCXRNet:
-    """The trained network keeping only the classifier rows of the shipped outputs, in their order."""
+def shipped_model(
+    model: torch.nn.Module, recipe: Recipe, calibration: Sequence[tuple[float, float]] | None = None
+) -> DemoCXRNet:
+    """The trained network keeping only the classifier rows of the shipped outputs, in their order, with
+    each output's Platt (scale, offset) folded into its row: logits stay logits, CAM maps keep their shape."""
     rows = [LABELS.index(label) for label in recipe.outputs]
+    scale, offset = (
+        torch.tensor(values, dtype=torch.float32)
+        for values in zip(*(calibration or [(1.0, 0.0)] * len(rows)), strict=True)
+    )
     state = {name: value.clone() for name, value in model.state_dict().items() if name != "n_averaged"}
-    state["classifier.weight"] = state["classifier.weight"][rows].contiguous()
-    state["classifier.bias"] = state["classifier.bias"][rows].contiguous()
+    state["classifier.weight"] = (scale[:, None] * state["classifier.weight"][rows]).contiguous()
+    state["classifier.bias"] = (scale * state["classifier.bias"][rows] + offset).contiguous()
     shipped = DemoCXRNet(n_outputs=len(rows), in_channels=1, width=recipe.width)
     shipped.load_state_dict(state, strict=True)
     return shipped.eval()
@@ -293,6 +302,23 @@ def delong_interval(scores: np.ndarray, truth: np.ndarray, z: float = 1.959964) 
     ) / n_negative
     half = z * float(np.sqrt(variance))
     return max(0.0, area - half), min(1.0, area + half)
+
+
+def platt_scaling(probabilities: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(scale, offset) so that sigmoid(scale * logit + offset) fits the truth (Platt 1999, maximum
+    likelihood). (1, 0), no change, when it cannot be fitted or would reverse the ranking."""
+    if truth.min() == truth.max():
+        return 1.0, 0.0
+    z = logit(np.clip(probabilities, 1e-6, 1 - 1e-6))
+
+    def loss_and_gradient(parameters: np.ndarray) -> tuple[float, np.ndarray]:
+        s = parameters[0] * z + parameters[1]
+        error = expit(s) - truth
+        return float(np.sum(np.logaddexp(0.0, s) - truth * s)), np.array([error @ z, error.sum()])
+
+    fitted = minimize(loss_and_gradient, x0=np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
+    scale, offset = (float(value) for value in fitted.x)
+    return (scale, offset) if fitted.success and scale > 0 else (1.0, 0.0)
 
 
 def youden_threshold(scores: np.ndarray, truth: np.ndarray) -> float:
@@ -489,6 +515,21 @@ def _rate(hits: np.ndarray) -> float | None:
     return round(float(hits.mean()), 3) if len(hits) else None
 
 
+def operating_points(scores: np.ndarray, truth: np.ndarray) -> tuple[list[tuple[float, float]], np.ndarray]:
+    """Per output, a Platt calibration and then the Youden threshold of the calibrated scores.
+
+    Logit matching makes the network speak CheXNet's probabilities, which are low on the whole (they
+    were calibrated on NIH's population, not this enriched set): thresholds near 0.01 would confuse a
+    reader. Calibrated on the training split, a probability means something for images like these.
+    """
+    calibration = [platt_scaling(scores[:, i], truth[:, i]) for i in range(scores.shape[1])]
+    thresholds = [
+        youden_threshold(expit(a * logit(np.clip(scores[:, i], 1e-6, 1 - 1e-6)) + c), truth[:, i])
+        for i, (a, c) in enumerate(calibration)
+    ]
+    return calibration, np.array(thresholds)
+
+
 def run(recipe: Recipe, data_dir: Path, out: Path, threshold_folds: int, log: Log) -> dict[str, Any]:
     """Load, split, train, choose thresholds, evaluate, write the package; returns the metrics written."""
     started = time.perf_counter()
@@ -505,14 +546,12 @@ def run(recipe: Recipe, data_dir: Path, out: Path, threshold_folds: int, log: Lo
         cross_validated = {
             label: _rounded(auroc(scores[:, i], labels[:, i])) for i, label in enumerate(LABELS)
         }
-        threshold_scores = scores[:, columns]
     log("final model")
-    model = shipped_model(train(images, labels, reference, recipe, log), recipe)
+    trained = train(images, labels, reference, recipe, log)
     if threshold_folds <= 1:  # smoke runs: the final model's own training scores
-        threshold_scores = predict(model, images)
-    thresholds = np.array(
-        [youden_threshold(threshold_scores[:, i], labels[:, c]) for i, c in enumerate(columns)]
-    )
+        scores = predict(trained, images)
+    calibration, thresholds = operating_points(scores[:, columns], labels[:, columns])
+    model = shipped_model(trained, recipe, calibration)
     test_scores = predict(model, data.images[test_rows])
 
     out.mkdir(parents=True, exist_ok=True)
@@ -523,10 +562,15 @@ def run(recipe: Recipe, data_dir: Path, out: Path, threshold_folds: int, log: Lo
         "recipe": asdict(recipe),
         "split": _split_summary(data.names, train_rows, test_rows),
         "threshold_method": (
-            f"Youden's J on {threshold_folds}-fold out-of-fold scores inside the training split"
+            f"Platt scaling, then Youden's J, on {threshold_folds}-fold out-of-fold scores inside the "
+            "training split"
             if threshold_folds > 1
-            else "Youden's J on the final model's training-split scores (optimistic)"
+            else "Platt scaling, then Youden's J, on the final model's training-split scores (optimistic)"
         ),
+        "calibration": {
+            label: {"scale": round(a, 4), "offset": round(c, 4)}
+            for label, (a, c) in zip(recipe.outputs, calibration, strict=True)
+        },
         "outputs": evaluate(
             recipe, test_scores, (data.labels[test_rows], data.reference[test_rows]), thresholds
         ),
@@ -729,8 +773,11 @@ chance", not how much better. The CheXNet column is the 121-layer teacher, train
 ChestX-ray14 images, on the same held-out images; it is shown for scale only (it may have seen these
 images during its own training, so its numbers may be optimistic).
 
-## Operating thresholds
-{threshold_method}. A demonstration's thresholds: on an enriched set, taken from a few dozen positives.
+## Probabilities and operating thresholds
+{threshold_method}. Each output's Platt scale and offset (in metrics.json) are folded into its classifier
+row, so the package still returns plain logits. The probabilities therefore estimate how likely a finding
+is in a set enriched like this one, not in a hospital's population, and the thresholds are a
+demonstration's: taken from a few dozen positives.
 
 ## Codes and triage
 Codes: {codes}; the other outputs carry no code. Triage: {triage}.

@@ -16,6 +16,7 @@ from PIL import Image
 from scipy.stats import mannwhitneyu
 
 from inference.manifest import Clearance, load_manifest
+from inference.models.demo_cxr import DemoCXRNet
 from inference.package import open_package
 from inference.runtime.loader import load_model
 from inference.runtime.transform import to_model_input
@@ -159,6 +160,28 @@ def test_the_youden_threshold_separates_separable_scores() -> None:
     truth = np.array([0, 0, 0, 1, 1], dtype=float)
     threshold = demo_cxr.youden_threshold(np.array([0.1, 0.2, 0.3, 0.6, 0.8]), truth)
     assert 0.3 < threshold < 0.6
+
+
+def test_platt_scaling_recovers_a_known_calibration() -> None:
+    rng = np.random.default_rng(2)
+    raw = rng.normal(-4.0, 1.5, 4000)  # logits of a model that is too sure of "no"
+    truth = (rng.random(4000) < 1 / (1 + np.exp(-(2.0 * raw + 6.0)))).astype(float)
+    scale, offset = demo_cxr.platt_scaling(1 / (1 + np.exp(-raw)), truth)
+    assert scale == pytest.approx(2.0, abs=0.3) and offset == pytest.approx(6.0, abs=1.0)
+    assert demo_cxr.platt_scaling(np.array([0.9, 0.1]), np.array([0.0, 1.0])) == (1.0, 0.0)  # no reversal
+
+
+def test_the_shipped_model_keeps_the_chosen_outputs_with_their_calibration() -> None:
+    recipe = demo_cxr.Recipe(outputs=("Effusion", "Cardiomegaly"), width=8)
+    torch.manual_seed(0)
+    trained = DemoCXRNet(n_outputs=len(demo_cxr.LABELS), width=8).eval()
+    shipped = demo_cxr.shipped_model(trained, recipe, [(2.0, -1.0), (0.5, 3.0)])
+    batch = torch.randn(2, 1, 64, 64)
+    with torch.inference_mode():
+        everything, chosen = trained(batch), shipped(batch)
+    effusion, cardiomegaly = demo_cxr.LABELS.index("Effusion"), demo_cxr.LABELS.index("Cardiomegaly")
+    assert torch.allclose(chosen[:, 0], 2.0 * everything[:, effusion] - 1.0, atol=1e-5)
+    assert torch.allclose(chosen[:, 1], 0.5 * everything[:, cardiomegaly] + 3.0, atol=1e-5)
 
 
 def test_the_device_uid_is_a_dicom_uid_that_follows_the_weights() -> None:
