@@ -713,8 +713,9 @@ def _weak_text(results: list[dict[str, Any]]) -> str:
         return ""
     return (
         f"**Not shown to beat chance on the held-out split: {', '.join(weak)}** (the interval reaches 0.5). "
-        "The outputs were fixed before the held-out split was looked at, and choosing them by their held-out "
-        "results would make that split a selection set, so they stay: treat their flags and heatmaps as noise. "
+        "The outputs were fixed before the held-out split was looked at, and choosing them by their "
+        "held-out results would make that split a selection set, so they stay: treat their flags and "
+        "heatmaps as noise. "
     )
 
 
