@@ -37,27 +37,10 @@ from scipy.special import expit, logit
 from torch.nn import functional
 
 from inference.manifest import MANIFEST_NAME, Manifest, Preprocessing, ResizeMode
+from inference.models.chexnet import LABELS  # CheXNet's order: the column order of labels.csv
 from inference.models.demo_cxr import DemoCXRNet
 from inference.runtime.transform import to_model_input
 from openaim.settings import Settings
-
-# The 14 NIH labels in CheXNet's order (the column order of labels.csv).
-LABELS = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-    "Consolidation",
-    "Edema",
-    "Emphysema",
-    "Fibrosis",
-    "Pleural_Thickening",
-    "Hernia",
-)
 
 MODULE = "inference.models.demo_cxr:DemoCXRNet"
 WEIGHTS_NAME = "weights.pt"

@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from openaim.cli import app as cli
@@ -81,6 +83,10 @@ def test_demo_serves_the_platform_and_ctrl_c_leaves_no_orthanc_running(tmp_path:
         assert _wait_for(f"http://127.0.0.1:{port}/healthz")
         orthanc_config = tmp_path / "data" / "orthanc" / "orthanc.json"
         assert _orthanc_pids(orthanc_config), "Orthanc should be running while the demo runs"
+        assert "Demo model: " in output and "not for clinical use" in output
+        assert _wait_until(lambda: _results(tmp_path / "data" / "openaim.db") >= 2, timeout=90), (
+            "the demo model should have read both seeded chest X-rays"
+        )
         demo.send_signal(signal.SIGINT)
         demo.wait(timeout=30)
         assert _orthanc_pids(orthanc_config) == []
@@ -112,6 +118,23 @@ def _wait_for(url: str, timeout: float = 20) -> bool:
         except httpx.TransportError:
             time.sleep(0.1)
     return False
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _results(database: Path) -> int:
+    engine = make_engine(f"sqlite:///{database}")
+    with engine.connect() as connection:
+        count = connection.execute(text("SELECT count(*) FROM inference_results")).scalar_one()
+    engine.dispose()
+    return int(count)
 
 
 def _orthanc_pids(config: Path) -> list[str]:
