@@ -93,9 +93,10 @@ class InferenceService:
         self._predictors: dict[int, Predictor] = {}
         self.timings = StageTimings()
         # Fetching and decoding wait on Orthanc: a few at once. Writing results (SR, SEG, STOW, database)
-        # overlaps the next batch's forward pass; one batch at most is in writing, so memory stays bounded.
+        # overlaps the next batch's forward pass, two at a time so that one builds while the other waits
+        # for Orthanc's STOW; one batch at most is in writing, so memory stays bounded.
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="inference-read")
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference-write")
+        self._writers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inference-write")
         self._writing: list[Future[None]] = []
 
     def flush(self) -> None:
@@ -107,7 +108,7 @@ class InferenceService:
     def close(self) -> None:
         self.flush()
         self._readers.shutdown()
-        self._writer.shutdown()
+        self._writers.shutdown()
         self.archive.close()
 
     def run(self, stop: threading.Event) -> None:
@@ -183,20 +184,11 @@ class InferenceService:
             for item in prepared:
                 self._retry(item.job, f"the model failed ({error.__class__.__name__}: {error})")
             return
-        self.flush()  # the previous batch's results first: jobs finish in the order they ran
-        self._writing.append(
-            self._writer.submit(self._deliver_all, version, predictor, prepared, predictions)
-        )
-
-    def _deliver_all(
-        self,
-        version: ModelVersion,
-        predictor: Predictor,
-        prepared: list[PreparedJob],
-        predictions: list[Prediction],
-    ) -> None:
-        for item, prediction in zip(prepared, predictions, strict=True):
-            self._deliver(version, predictor, item, prediction)
+        self.flush()  # the previous batch's results first
+        self._writing += [
+            self._writers.submit(self._deliver, version, predictor, item, prediction)
+            for item, prediction in zip(prepared, predictions, strict=True)
+        ]
 
     def _predictor(self, version: ModelVersion) -> Predictor:
         if version.id not in self._predictors:
