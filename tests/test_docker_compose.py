@@ -17,9 +17,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import typer
 import yaml
 from sqlalchemy.engine import make_url
 
+from openaim.cli import app as cli
 from openaim.settings import REPO_ROOT, Settings
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -220,7 +222,13 @@ def test_inference_reserves_a_gpu(compose: dict[str, Any]) -> None:
     assert any(
         device.get("driver") == "nvidia" and "gpu" in device.get("capabilities", []) for device in devices
     ), devices
-    assert "worker" in inference["command"]
+    program, subcommand = inference["command"]
+    assert program == "openaim"
+    assert subcommand in typer.main.get_command(cli).commands  # type: ignore[attr-defined]  # a click Group
+
+
+def test_the_platform_leaves_inference_to_the_gpu_service(compose: dict[str, Any]) -> None:
+    assert compose["services"]["platform"]["environment"]["OPENAIM_INFERENCE_ENABLED"] == "false"
 
 
 def test_platform_serves_on_its_published_port(compose: dict[str, Any]) -> None:
