@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,10 @@ from inference.catalog import CatalogError, Mode, ModelVersion, catalog_transact
 from inference.manifest import PackageError
 from openaim import audit
 from openaim.audit import AuditEvent, EventType
-from openaim.db import make_engine, session_factory, upgrade
 from tests.inference.tiny_model import MODULE, write_tiny_package
 
 ADMIN = "cli:tester"
 MODEL = "openaim.tiny-cxr"
-
-
-@pytest.fixture
-def factory(database_url: str) -> Iterator[sessionmaker[Session]]:
-    upgrade(database_url)
-    engine = make_engine(database_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture

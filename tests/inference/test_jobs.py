@@ -3,7 +3,6 @@ ends failed with its reason; a job whose worker died is taken back."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -13,15 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from inference import jobs
 from inference.catalog import ModelVersion
 from inference.jobs import Job, JobState
-from openaim.db import make_engine, session_factory, transaction, upgrade, utcnow
-
-
-@pytest.fixture
-def factory(database_url: str) -> Iterator[sessionmaker[Session]]:
-    upgrade(database_url)
-    engine = make_engine(database_url)
-    yield session_factory(engine)
-    engine.dispose()
+from openaim.db import transaction, utcnow
 
 
 @pytest.fixture
