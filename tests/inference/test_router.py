@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.jobs import Job
 from inference.manifest import Selector
 from inference.router import Candidate, UnroutedSeries, mismatch, route_series
-from openaim.db import make_engine, session_factory, transaction, upgrade
+from openaim.db import transaction
 
 FRONTAL_CHEST = (
     Selector(keyword="Modality", values=["CR", "DX"]),
@@ -34,13 +32,9 @@ def test_multi_valued_attributes_match_when_any_value_does() -> None:
     assert mismatch(selectors, {"ImageType": "DERIVED\\SECONDARY"}) is not None
 
 
-def _factory(tmp_path_url: str) -> sessionmaker[Session]:
-    upgrade(tmp_path_url)
-    return session_factory(make_engine(tmp_path_url))
-
-
-def test_a_series_no_model_accepts_is_recorded_with_each_models_reason(tmp_path: Path) -> None:
-    factory = _factory(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_a_series_no_model_accepts_is_recorded_with_each_models_reason(
+    factory: sessionmaker[Session],
+) -> None:
     candidates = [Candidate(1, "demo-cxr 1.0.0", FRONTAL_CHEST)]
     with transaction(factory) as db:
         accepted = route_series(db, "1.2", "1.2.3", {"Modality": "CT"}, candidates)
@@ -52,8 +46,7 @@ def test_a_series_no_model_accepts_is_recorded_with_each_models_reason(tmp_path:
         assert db.scalars(select(Job)).all() == []
 
 
-def test_with_no_model_enabled_the_reason_says_so(tmp_path: Path) -> None:
-    factory = _factory(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_with_no_model_enabled_the_reason_says_so(factory: sessionmaker[Session]) -> None:
     with transaction(factory) as db:
         route_series(db, "1.2", "1.2.3", CHEST_PA, [])
     with factory() as db:
