@@ -1,1 +1,3 @@
-"""Inference: model packages (``manifest``: what a model is; ``package``: its files, verified before use)."""
+"""Inference: model packages (``manifest``, ``package``) and their ``catalog``; the service that watches
+Orthanc (``watcher``), routes series to models (``router``), runs durable ``jobs`` (``service``, ``runtime``)
+and writes ``results`` to the database and as DICOM (``dicom_results``)."""
