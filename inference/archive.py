@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 from dicomweb_client.api import DICOMwebClient
+from dicomweb_client.session_utils import create_session_from_user_pass
 from pydicom import Dataset
 
 from orthanc import OrthancConnection
@@ -39,12 +40,12 @@ class SeriesInfo:
 class InferenceArchive:
     def __init__(self, connection: OrthancConnection, timeout: float = 60.0) -> None:
         self._client = connection.client(timeout=timeout)
-        self._dicomweb = DICOMwebClient(connection.dicomweb_url)
-        self._dicomweb._session.auth = (connection.username, connection.password)
+        self._stow_session = create_session_from_user_pass(connection.username, connection.password)
+        self._dicomweb = DICOMwebClient(connection.dicomweb_url, session=self._stow_session, timeout=timeout)
 
     def close(self) -> None:
         self._client.close()
-        self._dicomweb._session.close()
+        self._stow_session.close()
 
     def _get(self, path: str, **params: Any) -> Any:
         try:

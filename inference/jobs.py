@@ -82,10 +82,10 @@ def claim(
     factory: sessionmaker[Session], limit: int, lease_seconds: float, max_attempts: int
 ) -> list[ClaimedJob]:
     """Take up to ``limit`` due jobs: queued ones whose back-off has passed, and running ones whose worker
-    died (lease expired). Each is taken with a conditional UPDATE, so two workers never take the same job."""
+    died (lease expired). Each is taken with a conditional UPDATE, so two workers never take the same job.
+    An idle call only reads: it runs every poll, and must not take the database's write lock for nothing."""
     now = utcnow()
     with transaction(factory) as db:
-        _fail_abandoned(db, now, max_attempts)
         due = db.scalars(
             select(Job)
             .where(
@@ -99,40 +99,38 @@ def claim(
         ).all()
         claimed = []
         for job in due:
-            taken = db.execute(  # type: ignore[attr-defined]  # an UPDATE's result has a rowcount
-                update(Job)
-                .where(Job.id == job.id, Job.state == job.state, Job.attempts == job.attempts)
-                .values(
-                    state=JobState.RUNNING.value,
-                    attempts=job.attempts + 1,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+            if job.state == JobState.RUNNING.value and job.attempts >= max_attempts:
+                # Its worker died on every attempt (a poison input that kills the process): it must not
+                # take the service down forever, so it ends failed, with that said.
+                _update_if_unchanged(
+                    db,
+                    job,
+                    state=JobState.FAILED.value,
+                    reason="the worker stopped while running this job, every attempt",
+                    finished_at=now,
                 )
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            if taken:
+            elif _update_if_unchanged(
+                db,
+                job,
+                state=JobState.RUNNING.value,
+                attempts=job.attempts + 1,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+            ):
                 claimed.append(
                     ClaimedJob(job.id, job.study_uid, job.series_uid, job.model_version_id, job.attempts + 1)
                 )
     return claimed
 
 
-def _fail_abandoned(db: Session, now: datetime, max_attempts: int) -> None:
-    # A job whose worker died ``max_attempts`` times (a poison input that kills the process) must not
-    # take the service down forever: it ends failed, with that said.
-    db.execute(
+def _update_if_unchanged(db: Session, job: Job, **values: object) -> bool:
+    """Update the job only if nobody changed it since it was read; True when this call did."""
+    result = db.execute(
         update(Job)
-        .where(
-            Job.state == JobState.RUNNING.value,
-            Job.lease_expires_at < now,
-            Job.attempts >= max_attempts,
-        )
-        .values(
-            state=JobState.FAILED.value,
-            reason="the worker stopped while running this job, every attempt",
-            finished_at=now,
-        )
+        .where(Job.id == job.id, Job.state == job.state, Job.attempts == job.attempts)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]  # an UPDATE's result has a rowcount
 
 
 def finish(db: Session, job_id: int, state: JobState, reason: str | None = None) -> None:

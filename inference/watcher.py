@@ -55,6 +55,8 @@ def poll(
         cursor = db.get(ChangeCursor, CURSOR_NAME)
         since = cursor.last_seq if cursor else 0
     changes, last, _done = archive.changes(since, limit=page)
+    if last <= since:  # nothing new: an idle poll (several a second) reads, never writes
+        return 0
     to_route = [
         series
         for change in changes
@@ -68,7 +70,7 @@ def poll(
             if not made_by(series.tags, ours):  # our own SR/SEG re-stabilise the study: not news
                 route_series(db, series.study_uid, series.series_uid, series.tags, candidates)
         cursor = db.get(ChangeCursor, CURSOR_NAME) or ChangeCursor(name=CURSOR_NAME)
-        cursor.last_seq = max(last, since)
+        cursor.last_seq = last
         db.add(cursor)
     return len(changes)
 

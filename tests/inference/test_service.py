@@ -168,11 +168,9 @@ def test_bad_input_ends_with_a_reason_and_the_other_jobs_go_on(platform: Platfor
         assert job.state == JobState.NOT_APPLICABLE, job.reason
         assert words in (job.reason or ""), job.reason
     assert platform.job_for(good.SeriesInstanceUID).state == JobState.DONE
-    if truncated.status_code == 200:  # Orthanc kept it: then the runtime must refuse it with a reason
-        job_states = _states_by_reason(platform.db)
-        assert any("truncated" in reason or "pixel data" in reason for reason in job_states), job_states
-    else:
-        assert truncated.status_code == 400  # Orthanc refused it at the door
+    # Orthanc refuses a truncated file at the door, so it never reaches a model (the runtime's own refusal
+    # of truncated pixel data is tested in tests/inference/runtime/test_pixels.py).
+    assert truncated.status_code == 400
 
 
 def test_an_archive_outage_is_retried_and_nothing_is_lost(platform: Platform, shared_data: Path) -> None:
@@ -193,11 +191,6 @@ def test_an_archive_outage_is_retried_and_nothing_is_lost(platform: Platform, sh
     platform.run_until_idle()
     job = platform.job_for(image.SeriesInstanceUID)
     assert (job.state, job.attempts) == (JobState.DONE, 2)
-
-
-def _states_by_reason(factory: sessionmaker[Session]) -> list[str]:
-    with factory() as db:
-        return [job.reason or "" for job in db.scalars(select(Job).where(Job.state != JobState.DONE))]
 
 
 def _instance(orthanc: OrthancConnection, sop_instance_uid: str) -> pydicom.Dataset:

@@ -21,7 +21,7 @@ import pydicom
 import pytest
 from pydicom import Dataset
 
-from inference.dicom_results import Algorithm, FindingResult
+from inference.dicom_results import Algorithm, FindingResult, build_seg
 from inference.manifest import Code, Manifest
 
 CONTENT_TIME = datetime(2025, 1, 2, 3, 4, 5)
@@ -124,6 +124,25 @@ def example_findings(source: Dataset) -> list[FindingResult]:
 def uids() -> Callable[[str], str]:
     """Deterministic UIDs per name, as the pipeline makes them: the same job gets the same UIDs."""
     return lambda name: pydicom.uid.generate_uid(entropy_srcs=["dicom results test", name])
+
+
+def make_seg(
+    source: Dataset,
+    findings: list[FindingResult],
+    algorithm: Algorithm,
+    uids: Callable[[str], str],
+    frame: int | None = None,
+) -> Dataset | None:
+    """The SEG as the pipeline makes it, with fixed UIDs and time."""
+    return build_seg(
+        source,
+        findings,
+        algorithm,
+        sop_instance_uid=uids("seg"),
+        series_instance_uid=uids("seg series"),
+        frame=frame,
+        content_datetime=CONTENT_TIME,
+    )
 
 
 def write(dataset: Dataset, path: Path) -> Path:

@@ -12,35 +12,21 @@ import pydicom
 import pytest
 from pydicom import Dataset
 
-from inference.dicom_results import Algorithm, FindingResult, build_seg
+from inference.dicom_results import Algorithm, FindingResult
 from inference.dicom_results.coding import PRIVATE_SCHEME
 from tests.inference.dicom_results.conftest import (
-    CONTENT_TIME,
     EFFUSION_CODE,
     FRAMES,
     algorithm_equipment,
     dciodvfy_errors,
     example_findings,
     gradient,
+    make_seg,
     write,
 )
 
 Uids = Callable[[str], str]
 STEP = 1 / 255  # one step of an 8-bit fractional value
-
-
-def make_seg(
-    source: Dataset, findings: list[FindingResult], algorithm: Algorithm, uids: Uids, frame: int | None = None
-) -> Dataset | None:
-    return build_seg(
-        source,
-        findings,
-        algorithm,
-        sop_instance_uid=uids("seg"),
-        series_instance_uid=uids("seg series"),
-        frame=frame,
-        content_datetime=CONTENT_TIME,
-    )
 
 
 def read_back(seg: Dataset | None, tmp_path: Path) -> hd.seg.Segmentation:

@@ -13,7 +13,7 @@ import pytest
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
-from inference.dicom_results import Algorithm, FindingResult, build_seg, build_sr
+from inference.dicom_results import Algorithm, FindingResult, build_sr
 from inference.dicom_results.coding import PRIVATE_SCHEME
 from tests.inference.dicom_results.conftest import (
     CONTENT_TIME,
@@ -23,6 +23,7 @@ from tests.inference.dicom_results.conftest import (
     dciodvfy_errors,
     dsrdump,
     example_findings,
+    make_seg,
     write,
 )
 
@@ -230,14 +231,7 @@ def test_each_heatmap_is_referenced_as_its_seg_segment(
 ) -> None:
     source = sources[name]
     findings = example_findings(source)
-    seg = build_seg(
-        source,
-        findings,
-        algorithm,
-        sop_instance_uid=uids("seg"),
-        series_instance_uid=uids("seg series"),
-        frame=FRAMES[name],
-    )
+    seg = make_seg(source, findings, algorithm, uids, FRAMES[name])
     assert seg is not None
     sr = read_back(make_sr(source, findings, algorithm, uids, frame=FRAMES[name], seg=seg), tmp_path)
     frame_segments = {
@@ -291,14 +285,7 @@ def test_dcmtk_and_dicom3tools_accept_the_sr(
 ) -> None:
     source = sources[name]
     findings = example_findings(source)
-    seg = build_seg(
-        source,
-        findings,
-        algorithm,
-        sop_instance_uid=uids("seg"),
-        series_instance_uid=uids("seg series"),
-        frame=FRAMES[name],
-    )
+    seg = make_seg(source, findings, algorithm, uids, FRAMES[name])
     path = write(make_sr(source, findings, algorithm, uids, frame=FRAMES[name], seg=seg), tmp_path / "sr.dcm")
     dumped = dsrdump(path)
     assert dumped.returncode == 0, dumped.stderr
