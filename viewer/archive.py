@@ -74,6 +74,18 @@ class Archive:
         params = [("includefield", tag) for tag in INSTANCE_FIELDS]
         return await self._search(f"/studies/{study_uid}/series/{series_uid}/instances", params)
 
+    async def retrieve_instance(self, study_uid: str, series_uid: str, instance_uid: str) -> bytes:
+        """One instance as stored (WADO-RS, application/dicom, no transcoding by Orthanc)."""
+        url = f"/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}"
+        accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+        try:
+            response = await self._client.get(url, headers={"Accept": accept})
+        except httpx.TransportError as error:
+            raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
+        if response.status_code != 200:
+            raise ArchiveError(f"Orthanc answered {response.status_code} to a retrieve")
+        return _single_part(response.headers.get("content-type", ""), response.content)
+
     async def open_stream(
         self, method: str, path: str, query: str, headers: Mapping[str, str], content: bytes = b""
     ) -> Upstream:
@@ -97,3 +109,14 @@ class Archive:
             )
         except httpx.TransportError as error:
             raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
+
+
+def _single_part(content_type: str, body: bytes) -> bytes:
+    """The body of the one part of a multipart/related answer."""
+    parameters = (part.strip() for part in content_type.split(";"))
+    boundary = next((p.split("=", 1)[1].strip('"') for p in parameters if p.startswith("boundary=")), None)
+    if boundary is None:
+        raise ArchiveError("Orthanc's answer is not multipart")
+    start = body.index(b"\r\n\r\n") + 4
+    end = body.rindex(b"\r\n--" + boundary.encode())
+    return body[start:end]
