@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Boolean, ForeignKey, String, select
+from sqlalchemy import Boolean, ForeignKey, String, false, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from openaim.db import Base, UTCDateTime, utcnow
@@ -28,6 +28,8 @@ class User(Base):
     display_name: Mapped[str] = mapped_column(String(128))
     password_hash: Mapped[str | None] = mapped_column(String(256))  # None: external sign-in only
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Blinded read: the AI stays hidden on a study until this reader has recorded an impression.
+    blinded_read: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     role_rows: Mapped[list[UserRole]] = relationship(cascade="all, delete-orphan", lazy="selectin")
 
