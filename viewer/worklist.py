@@ -1,8 +1,11 @@
-"""The worklist: studies in the archive, found through the platform's QIDO-RS client."""
+"""The worklist: studies in the archive (QIDO-RS through the platform) with what the platform knows about
+each (AI status, triage flag, read status), urgent first, then oldest first. It refreshes itself."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -10,13 +13,17 @@ from fastapi.responses import RedirectResponse, Response
 from pydicom import Dataset
 
 from openaim import audit
-from viewer.deps import ArchiveClient, Audit, Reader
+from viewer.archive import Archive
+from viewer.deps import ArchiveClient, Audit, DbSession, Reader
 from viewer.dicom_text import dicom_date, person_name, text_value
+from viewer.study_status import AIStatus, StudyStatus, Triage, study_statuses
 from viewer.templates import render
 
 router = APIRouter()
 
 SearchText = Annotated[str, Query(max_length=64, pattern=r"^[^\\\x00-\x1f]*$")]
+REFRESH_TRIGGER = "worklist-rows"  # the table body polls itself; its refreshes are not new queries
+MODALITIES = ("CR", "DX", "CT", "MR", "US", "MG", "PT", "NM", "XA")
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,7 @@ class WorklistRow:
     patient_name: str
     patient_id: str
     study_date: str
+    study_time: str
     modalities: str
     description: str
     accession: str
@@ -37,11 +45,67 @@ class WorklistRow:
             patient_name=person_name(study.get("PatientName")),
             patient_id=text_value(study, "PatientID"),
             study_date=dicom_date(study.get("StudyDate")),
+            study_time=text_value(study, "StudyTime"),
             modalities=text_value(study, "ModalitiesInStudy"),
             description=text_value(study, "StudyDescription"),
             accession=text_value(study, "AccessionNumber"),
             images=text_value(study, "NumberOfStudyRelatedInstances"),
         )
+
+
+@dataclass(frozen=True)
+class Filters:
+    q: str = ""  # patient ID or accession number; DICOM wildcards (* and ?) allowed
+    modality: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+    flag: Triage | None = None
+    ai: AIStatus | None = None
+    read: bool | None = None
+
+    def archive_queries(self) -> list[dict[str, str]]:
+        """QIDO-RS has no OR: a search text is one query on patient ID and one on accession number."""
+        common = {"ModalitiesInStudy": self.modality, "StudyDate": self._date_range()}
+        if not self.q:
+            return [common]
+        return [{**common, "PatientID": self.q}, {**common, "AccessionNumber": self.q}]
+
+    def _date_range(self) -> str:
+        if self.date_from is None and self.date_to is None:
+            return ""
+        start = self.date_from.strftime("%Y%m%d") if self.date_from else ""
+        end = self.date_to.strftime("%Y%m%d") if self.date_to else ""
+        return f"{start}-{end}"
+
+    def keeps(self, status: StudyStatus) -> bool:
+        return (
+            (self.flag is None or status.triage is self.flag)
+            and (self.ai is None or status.ai is self.ai)
+            and (self.read is None or status.read is self.read)
+        )
+
+    def in_audit(self) -> dict[str, str]:
+        asked = {"search": self.q, "modality": self.modality, "from": str(self.date_from or "")}
+        asked |= {"to": str(self.date_to or ""), "flag": self.flag or "", "ai": self.ai or ""}
+        asked["read"] = "" if self.read is None else str(self.read).lower()
+        return {key: value for key, value in asked.items() if value}
+
+
+@dataclass(frozen=True)
+class Entry:
+    study: WorklistRow
+    status: StudyStatus
+
+
+async def find_studies(archive: Archive, filters: Filters) -> list[WorklistRow]:
+    answers = await asyncio.gather(*(archive.search_studies(query) for query in filters.archive_queries()))
+    found = {row.study_uid: row for answer in answers for row in map(WorklistRow.from_dataset, answer)}
+    return list(found.values())
+
+
+def worklist_order(entry: Entry) -> tuple[int, str, str]:
+    """Urgent first, then oldest first (the one waiting longest)."""
+    return entry.status.triage.rank, entry.study.study_date or "9999", entry.study.study_time
 
 
 @router.get("/")
@@ -54,22 +118,40 @@ async def worklist(
     request: Request,
     _: Reader,
     archive: ArchiveClient,
+    db: DbSession,
     trail: Audit,
-    patient_id: SearchText = "",
-    accession: SearchText = "",
+    q: SearchText = "",
     modality: Annotated[str, Query(max_length=16, pattern=r"^[A-Z]*$")] = "",
+    date_from: date | None = None,
+    date_to: date | None = None,
+    flag: Triage | None = None,
+    ai: AIStatus | None = None,
+    read: bool | None = None,
 ) -> Response:
-    filters = {"PatientID": patient_id, "AccessionNumber": accession, "ModalitiesInStudy": modality}
-    studies = await archive.search_studies(filters)
-    rows = sorted(
-        (WorklistRow.from_dataset(study) for study in studies),
-        key=lambda row: row.study_date,
-        reverse=True,
+    filters = Filters(q.strip(), modality, date_from, date_to, flag, ai, read)
+    studies = await find_studies(archive, filters)
+    statuses = study_statuses(db, [study.study_uid for study in studies])
+    entries = sorted(
+        (
+            Entry(study, statuses[study.study_uid])
+            for study in studies
+            if filters.keeps(statuses[study.study_uid])
+        ),
+        key=worklist_order,
     )
-    trail.record(
-        audit.EventType.QUERY,
-        action=audit.Action.EXECUTE,
-        detail={"scope": "worklist", "filters": {k: v for k, v in filters.items() if v}},
-    )
+    if request.headers.get("HX-Trigger") != REFRESH_TRIGGER:
+        trail.record(
+            audit.EventType.QUERY,
+            action=audit.Action.EXECUTE,
+            detail={"scope": "worklist", "filters": filters.in_audit()},
+        )
     template = "worklist_rows.html" if request.headers.get("HX-Request") else "worklist.html"
-    return render(request, template, rows=rows, filters=filters)
+    return render(
+        request,
+        template,
+        entries=entries,
+        filters=filters,
+        modalities=MODALITIES,
+        flags=list(Triage),
+        ai_states=list(AIStatus),
+    )
