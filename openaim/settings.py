@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         "one study over one association, and keeps stable-to-result latency short.",
     )
 
+    viewer_frame_cache_mb: int = Field(
+        256,
+        ge=0,
+        description="Memory for decoded frames the viewer keeps (an instance's pixels never change): a "
+        "cached frame costs no Orthanc request and no decoding. 256 MB holds ~500 CT slices.",
+    )
+
     inference_enabled: bool = Field(
         True, description="Run the inference service inside `openaim serve` / `demo` (off: run it alone)."
     )

@@ -3,8 +3,9 @@ for the browser-facing proxy. The browser never talks to Orthanc itself."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -98,6 +99,62 @@ class Archive:
         except httpx.TransportError as error:
             raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
         return Upstream(response.status_code, response.headers, response.aiter_raw(), response.aclose)
+
+    async def _get(self, url: str, accept: str) -> httpx.Response:
+        try:
+            return await self._client.get(url, headers={"Accept": accept})
+        except httpx.TransportError as error:
+            raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
+
+    async def series_metadata(self, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
+        """Every instance's attributes (DICOM JSON) in one request; empty when the series is unknown."""
+        response = await self._get(
+            f"/studies/{study_uid}/series/{series_uid}/metadata", "application/dicom+json"
+        )
+        if response.status_code in (204, 404):
+            return []
+        if response.status_code != 200:
+            raise ArchiveError(f"Orthanc answered {response.status_code} to a metadata request")
+        return list(response.json())
+
+    async def instance_metadata(self, study_uid: str, series_uid: str, instance_uid: str) -> Dataset | None:
+        path = f"/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/metadata"
+        response = await self._get(path, "application/dicom+json")
+        if response.status_code in (204, 404):
+            return None
+        if response.status_code != 200:
+            raise ArchiveError(f"Orthanc answered {response.status_code} to a metadata request")
+        found = response.json()
+        return Dataset.from_json(found[0], bulk_data_uri_handler=lambda *_: b"") if found else None
+
+    async def fetch_frames(
+        self, study_uid: str, series_uid: str, instance_uid: str, numbers: Sequence[int], transfer_syntax: str
+    ) -> httpx.Response:
+        """WADO-RS frames, whole (multipart/related); ``*`` asks for them as stored, without transcoding."""
+        frames = ",".join(str(number) for number in numbers)
+        path = f"/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/frames/{frames}"
+        accept = f'multipart/related; type="application/octet-stream"; transfer-syntax={transfer_syntax}'
+        return await self._get(path, accept)
+
+    async def stored_transfer_syntax(self, instance_uid: str) -> str | None:
+        """The transfer syntax Orthanc keeps an instance in (its REST API; DICOMweb does not say)."""
+        try:
+            found = await self._client.post(f"{self.connection.url}/tools/lookup", content=instance_uid)
+            ids = [item["ID"] for item in found.json() if item.get("Type") == "Instance"]
+            if found.status_code != 200 or not ids:
+                return None
+            response = await self._client.get(
+                f"{self.connection.url}/instances/{ids[0]}/metadata/TransferSyntax"
+            )
+        except httpx.TransportError as error:
+            raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
+        return response.text.strip() if response.status_code == 200 else None
+
+    async def bulk_data(self, uri: str) -> httpx.Response | None:
+        """A BulkDataURI (e.g. a palette's LUT data); only URIs under this archive's DICOMweb root."""
+        if not uri.startswith(f"{self.connection.dicomweb_url}/"):
+            return None
+        return await self._get(uri, 'multipart/related; type="application/octet-stream"')
 
     async def store_instance(self, data: bytes) -> httpx.Response:
         """Store one DICOM file through Orthanc's REST API (bytes kept exactly as received)."""

@@ -6,6 +6,9 @@ Uploads are checked file by file and stored only if every file is valid DICOM.
 
 from __future__ import annotations
 
+import re
+import secrets
+
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
@@ -13,6 +16,7 @@ from starlette.background import BackgroundTask
 from openaim import audit
 from viewer.archive import Archive, ArchiveError
 from viewer.deps import Admin, ArchiveClient, Audit, Reader
+from viewer.frames import AS_STORED, EXPLICIT_LE, FrameError, Frames, multipart_body, transfer_syntax_of
 from viewer.stow import UploadError, read_upload, stow_response
 from viewer.uids import FrameList, InstanceUID, SeriesUID, StudyUID
 
@@ -90,6 +94,19 @@ async def series_metadata(
     return await _forward(request, archive, f"/studies/{study_uid}/series/{series_uid}/metadata")
 
 
+def frames_answer(accept: str) -> str | None:
+    """How a frames request is answered: ``*`` (as stored, straight from Orthanc), Explicit VR Little
+    Endian (decoded by the platform; also WADO-RS's default), or None (refused: asking Orthanc to transcode
+    into anything else could reach a JPEG 2000 file, which crashes Orthanc 1.10)."""
+    syntax = transfer_syntax_of(accept)
+    if syntax == AS_STORED:
+        return AS_STORED
+    if syntax not in (None, EXPLICIT_LE):
+        return None
+    types = re.findall(r'type\s*=\s*"?([^";,\s]+)', accept)
+    return EXPLICIT_LE if all(t == "application/octet-stream" for t in types) else None
+
+
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/frames/{frames}")
 async def frames(
     request: Request,
@@ -99,9 +116,30 @@ async def frames(
     frames: FrameList,
     _: Reader,
     archive: ArchiveClient,
+    source: Frames,
 ) -> Response:
-    path = f"/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/frames/{frames}"
-    return await _forward(request, archive, path, pixels=True)
+    answer = frames_answer(request.headers.get("accept", "*/*"))
+    if answer == AS_STORED:
+        path = f"/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/frames/{frames}"
+        return await _forward(request, archive, path, pixels=True)
+    if answer is None:
+        raise HTTPException(
+            406, "Frames are served as stored (transfer-syntax=*) or as Explicit VR Little Endian."
+        )
+    numbers = [int(number) for number in frames.split(",")]
+    try:
+        data = await source.frames(study_uid, series_uid, instance_uid, numbers)
+    except FrameError as error:
+        raise HTTPException(error.status_code, str(error)) from error
+    except ArchiveError as error:
+        raise HTTPException(502, str(error)) from error
+    boundary = secrets.token_hex(16)
+    return Response(
+        multipart_body(data, boundary),
+        media_type=f'multipart/related; type="application/octet-stream"; transfer-syntax={EXPLICIT_LE}; '
+        f"boundary={boundary}",
+        headers={"cache-control": "private, max-age=3600"},  # the pixels of an instance UID never change
+    )
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/rendered")

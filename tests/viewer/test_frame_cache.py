@@ -1,0 +1,191 @@
+"""Frames through the platform: right pixels for every encoding (JPEG 2000 decoded here, so Orthanc
+survives), served from a bounded cache, and never an Orthanc transcoding that could crash it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+
+from orthanc import OrthancConnection
+from viewer.dicomweb import frames_answer
+from viewer.frames import EXPLICIT_LE, FrameCache, multipart_body, parse_multipart
+
+from .viewport_files import frame_parts, relabelled, served_pixels, store
+
+LE_ACCEPT = f'multipart/related; type="application/octet-stream"; transfer-syntax={EXPLICIT_LE}'
+ENCODINGS = [
+    "MR2_J2KR.dcm",  # JPEG 2000 lossless: Orthanc 1.10 + GDCM crashes transcoding it
+    "pydicom_MR_small_jp2klossless.dcm",  # the same, signed 16-bit
+    "US1_J2KR.dcm",  # JPEG 2000, YBR_RCT colour
+    "emri_small_jpeg_2k_lossless.dcm",  # JPEG 2000, multi-frame
+    "emri_small.dcm",
+    "emri_small_big_endian.dcm",
+    "emri_small_RLE.dcm",
+    "emri_small_jpeg_ls_lossless.dcm",
+    "pydicom_MR_small_implicit.dcm",
+    "pydicom_CT_small.dcm",
+    "JPEG-LL.dcm",
+    "pydicom_SC_rgb_rle.dcm",
+    "pydicom_SC_rgb_jpeg_dcmtk.dcm",  # YBR_FULL: served as RGB
+]
+
+
+@pytest.fixture(scope="module")
+def stored(orthanc: OrthancConnection, shared_data: Path) -> dict[str, pydicom.Dataset]:
+    folder = shared_data / "dicom" / "transfer_syntax"
+    files = {
+        name: relabelled(folder / name, f"frames {name}") for name in [*ENCODINGS, "pydicom_JPEG-lossy.dcm"]
+    }
+    store(orthanc, list(files.values()))
+    return files
+
+
+def _frame_url(ds: pydicom.Dataset, frames: str = "1") -> str:
+    return (
+        f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}/frames/{frames}"
+    )
+
+
+def _orthanc_is_up(orthanc: OrthancConnection) -> bool:
+    with orthanc.client(timeout=5) as client:
+        return client.get("/system").status_code == 200
+
+
+def _as_array(data: bytes, ds: pydicom.Dataset, frame: int = 1) -> np.ndarray:
+    expected = served_pixels(ds, frame)
+    return np.frombuffer(data, dtype=expected.dtype.newbyteorder("<")).reshape(expected.shape)
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_frame_as_explicit_little_endian_equals_pydicom(
+    radiologist: TestClient, stored: dict[str, pydicom.Dataset], orthanc: OrthancConnection, name: str
+) -> None:
+    ds = stored[name]
+    frames = int(ds.get("NumberOfFrames") or 1)
+    response = radiologist.get(_frame_url(ds, "1"), headers={"Accept": LE_ACCEPT})
+    assert response.status_code == 200, response.text
+    assert f"transfer-syntax={EXPLICIT_LE}" in response.headers["content-type"]
+    (data,) = frame_parts(response)
+    assert np.array_equal(_as_array(data, ds), served_pixels(ds, 1))
+    if frames > 1:
+        last = frame_parts(radiologist.get(_frame_url(ds, str(frames)), headers={"Accept": LE_ACCEPT}))[0]
+        assert np.array_equal(_as_array(last, ds, frames), served_pixels(ds, frames))
+    assert _orthanc_is_up(orthanc), f"Orthanc died serving {name}"
+
+
+def test_jpeg_2000_frame_leaves_orthanc_alive_and_is_right(
+    radiologist: TestClient, stored: dict[str, pydicom.Dataset], orthanc: OrthancConnection
+) -> None:
+    """Asking Orthanc itself for this frame in Explicit VR LE crashes it within a request or two."""
+    ds = stored["MR2_J2KR.dcm"]
+    radiologist.app.state.settings.viewer_frame_cache_mb = 0  # no cache: every request goes to Orthanc
+    for _ in range(3):
+        response = radiologist.get(_frame_url(ds), headers={"Accept": LE_ACCEPT})
+        assert response.status_code == 200
+        assert np.array_equal(_as_array(frame_parts(response)[0], ds), ds.pixel_array)
+        assert _orthanc_is_up(orthanc)
+
+
+def test_a_codec_pydicom_lacks_is_transcoded_by_orthanc(
+    radiologist: TestClient, stored: dict[str, pydicom.Dataset]
+) -> None:
+    ds = stored["pydicom_JPEG-lossy.dcm"]  # 12-bit JPEG extended
+    response = radiologist.get(_frame_url(ds), headers={"Accept": LE_ACCEPT})
+    assert response.status_code == 200
+    (data,) = frame_parts(response)
+    assert len(data) == ds.Rows * ds.Columns * 2
+    pixels = np.frombuffer(data, dtype="<u2")
+    assert 0 < pixels.max() < 4096  # 12 bits stored, and not a blank frame
+
+
+def test_several_frames_in_one_request_come_in_order(
+    radiologist: TestClient, stored: dict[str, pydicom.Dataset]
+) -> None:
+    ds = stored["emri_small_RLE.dcm"]
+    parts = frame_parts(radiologist.get(_frame_url(ds, "3,1,10"), headers={"Accept": LE_ACCEPT}))
+    for data, number in zip(parts, (3, 1, 10), strict=True):
+        assert np.array_equal(np.frombuffer(data, dtype="<u2").reshape(64, 64), ds.pixel_array[number - 1])
+
+
+def test_a_cached_frame_does_not_reach_orthanc(
+    radiologist: TestClient, stored: dict[str, pydicom.Dataset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = stored["pydicom_CT_small.dcm"]
+    first = radiologist.get(_frame_url(ds), headers={"Accept": LE_ACCEPT})
+    archive = radiologist.app.state.archive
+    calls: list[object] = []
+
+    async def spy(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        raise AssertionError("the cached frame went to Orthanc")
+
+    monkeypatch.setattr(archive, "fetch_frames", spy)
+    again = radiologist.get(_frame_url(ds), headers={"Accept": LE_ACCEPT})
+    assert again.status_code == 200 and calls == []
+    assert frame_parts(again) == frame_parts(first)
+    assert again.headers["cache-control"] == "private, max-age=3600"
+
+
+def test_as_stored_passes_through_and_other_syntaxes_are_refused(
+    radiologist: TestClient, stored: dict[str, pydicom.Dataset], orthanc: OrthancConnection
+) -> None:
+    ds = stored["MR2_J2KR.dcm"]
+    as_stored = radiologist.get(
+        _frame_url(ds),
+        headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'},
+    )
+    assert as_stored.status_code == 200
+    assert "1.2.840.10008.1.2.4.90" in as_stored.headers["content-type"]  # the JPEG 2000 codestream
+    refused = radiologist.get(
+        _frame_url(ds),
+        headers={"Accept": 'multipart/related; type="image/jpeg"; transfer-syntax=1.2.840.10008.1.2.4.50'},
+    )
+    assert refused.status_code == 406
+    assert _orthanc_is_up(orthanc)
+
+
+def test_unknown_instance_is_404(radiologist: TestClient, stored: dict[str, pydicom.Dataset]) -> None:
+    ds = stored["emri_small.dcm"]
+    url = f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/1.2.3.4/frames/1"
+    assert radiologist.get(url, headers={"Accept": LE_ACCEPT}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("accept", "answer"),
+    [
+        (LE_ACCEPT, EXPLICIT_LE),
+        ('multipart/related; type="application/octet-stream"', EXPLICIT_LE),
+        ("*/*", EXPLICIT_LE),
+        ('multipart/related; type="application/octet-stream"; transfer-syntax=*', "*"),
+        ('multipart/related; type="image/jp2"', None),
+        ('multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.4.90', None),
+    ],
+)
+def test_which_accept_headers_the_platform_answers(accept: str, answer: str | None) -> None:
+    assert frames_answer(accept) == answer
+
+
+def test_cache_is_bounded_in_bytes_and_evicts_the_least_recently_used() -> None:
+    cache = FrameCache(max_bytes=25)
+    cache.put(("a", 1), b"x" * 10)
+    cache.put(("a", 2), b"y" * 10)
+    assert cache.get(("a", 1)) == b"x" * 10  # now the most recently used
+    cache.put(("a", 3), b"z" * 10)
+    assert ("a", 2) not in cache and ("a", 1) in cache and ("a", 3) in cache
+    assert cache.nbytes == 20
+    cache.put(("b", 1), b"w" * 30)  # larger than the whole cache: not kept, nothing evicted
+    assert ("b", 1) not in cache and len(cache) == 2
+
+
+def test_multipart_body_round_trips() -> None:
+    frames = [b"\x00\x01--not-a-boundary", b"", b"\r\n\r\n"]
+    boundary = "b0undary"
+    content_type = f'multipart/related; type="application/octet-stream"; boundary={boundary}'
+    parts = parse_multipart(content_type, multipart_body(frames, boundary))
+    assert [part.data for part in parts] == frames
+    assert {part.transfer_syntax for part in parts} == {EXPLICIT_LE}

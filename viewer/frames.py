@@ -1,0 +1,392 @@
+"""Frames for the canvas viewport: every frame as Explicit VR Little Endian bytes, from a bounded cache.
+
+Orthanc is only ever asked for frames as stored (``transfer-syntax=*``): Orthanc 1.10.1 with the GDCM
+plugin segfaults when asked to transcode some JPEG 2000 files (MR2_J2KR), taking the archive down for
+everyone. Compressed frames are therefore decoded here, with pydicom, which also makes one request per
+frame whatever the encoding. For the one codec pydicom lacks (12-bit JPEG extended) Orthanc's
+transcoding is the fallback; it is never used for a JPEG 2000 syntax.
+
+The pixels of an instance UID never change, so decoded frames are kept in an LRU bounded in bytes, and
+the whole series is loaded in the background as soon as the viewport asks for its description.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import Message
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, Request
+from pydicom import Dataset
+from pydicom.encaps import encapsulate
+from pydicom.pixels import get_decoder
+from pydicom.uid import UID
+
+from viewer.archive import Archive, ArchiveError
+
+log = logging.getLogger(__name__)
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+# JPEG 2000 (lossless, lossy) and HTJ2K: Orthanc must never be asked to transcode these.
+JPEG_2000 = frozenset(
+    {
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.4.202",
+        "1.2.840.10008.1.2.4.203",
+    }
+)
+AS_STORED = "*"
+FRAMES_PER_REQUEST = 32  # a multi-frame instance is loaded in chunks of this many frames
+WARM_CONCURRENCY = 4  # requests in flight while a series is loaded in the background
+FORMATS_KEPT = 100_000
+
+
+class FrameError(RuntimeError):
+    """Orthanc did not give the frame (unknown instance or frame number, or an archive error)."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class PixelFormat:
+    """What decoding a frame needs to know, from the instance's attributes."""
+
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric: str
+    planar_configuration: int
+    frames: int
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset) -> PixelFormat:
+        bits_allocated = int(ds.get("BitsAllocated") or 16)
+        return cls(
+            rows=int(ds.get("Rows") or 0),
+            columns=int(ds.get("Columns") or 0),
+            samples_per_pixel=int(ds.get("SamplesPerPixel") or 1),
+            bits_allocated=bits_allocated,
+            bits_stored=int(ds.get("BitsStored") or bits_allocated),
+            pixel_representation=int(ds.get("PixelRepresentation") or 0),
+            photometric=str(ds.get("PhotometricInterpretation") or "MONOCHROME2").strip(),
+            planar_configuration=int(ds.get("PlanarConfiguration") or 0),
+            frames=max(1, int(ds.get("NumberOfFrames") or 1)),
+        )
+
+    @property
+    def served_photometric(self) -> str:
+        """Colour-difference encodings (YBR_*) are served converted to RGB, as Orthanc's transcoding does."""
+        return "RGB" if self.photometric.startswith("YBR") else self.photometric
+
+    def decoder_options(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "columns": self.columns,
+            "samples_per_pixel": self.samples_per_pixel,
+            "bits_allocated": self.bits_allocated,
+            "bits_stored": self.bits_stored,
+            "pixel_representation": self.pixel_representation,
+            "photometric_interpretation": self.photometric,
+            "planar_configuration": self.planar_configuration,
+            "number_of_frames": 1,
+            "pixel_keyword": "PixelData",
+        }
+
+
+@dataclass(frozen=True)
+class FramePart:
+    """One part of a WADO-RS frames answer: the frame's bytes and the transfer syntax they are in."""
+
+    transfer_syntax: str
+    data: bytes
+
+
+_TRANSFER_SYNTAX = re.compile(r"transfer-syntax\s*=\s*\"?([0-9.]+|\*)", re.IGNORECASE)
+
+
+def transfer_syntax_of(content_type: str) -> str | None:
+    found = _TRANSFER_SYNTAX.search(content_type)
+    return found.group(1) if found else None
+
+
+def parse_multipart(content_type: str, body: bytes) -> list[FramePart]:
+    """The parts of a multipart/related answer (RFC 2046) with the transfer syntax each names."""
+    header = Message()
+    header["content-type"] = content_type
+    boundary = header.get_param("boundary")
+    if not isinstance(boundary, str) or not boundary:
+        raise FrameError("the archive answered without a multipart boundary", 502)
+    default_syntax = transfer_syntax_of(content_type) or EXPLICIT_LE
+    parts = []
+    for chunk in body.split(b"--" + boundary.encode())[1:-1]:
+        chunk = chunk.removeprefix(b"\r\n")
+        head, separator, data = chunk.partition(b"\r\n\r\n")
+        if not separator:
+            raise FrameError("the archive answered a malformed multipart body", 502)
+        syntax = transfer_syntax_of(head.decode("latin-1")) or default_syntax
+        parts.append(FramePart(syntax, data.removesuffix(b"\r\n")))
+    return parts
+
+
+def multipart_body(frames: Sequence[bytes], boundary: str) -> bytes:
+    """The platform's own frames answer: one application/octet-stream part per frame, Explicit VR LE."""
+    head = f"--{boundary}\r\nContent-Type: application/octet-stream; transfer-syntax={EXPLICIT_LE}\r\n\r\n"
+    body = b"".join(head.encode() + frame + b"\r\n" for frame in frames)
+    return body + f"--{boundary}--\r\n".encode()
+
+
+def needs_decoding(transfer_syntax: str, photometric: str | None) -> bool:
+    """Native little-endian frames pass as they are, unless their colours must be converted to RGB."""
+    if transfer_syntax not in (EXPLICIT_LE, IMPLICIT_LE):
+        return True
+    return photometric is not None and photometric.startswith("YBR")
+
+
+def to_explicit_le(part: FramePart, fmt: PixelFormat) -> bytes:
+    """A stored frame decoded with pydicom (as ``pixel_array`` would) into Explicit VR LE bytes.
+
+    CPU work: call it in a worker thread.
+    """
+    syntax = UID(part.transfer_syntax)
+    source = encapsulate([part.data]) if syntax.is_compressed else part.data
+    pixels, _ = get_decoder(syntax).as_array(source, **fmt.decoder_options())
+    if fmt.samples_per_pixel > 1 and fmt.planar_configuration == 1:
+        pixels = np.moveaxis(pixels, -1, 0)  # the decoders interleave; the file says colour-by-plane
+    width = max(1, fmt.bits_allocated // 8)
+    kind = "i" if pixels.dtype.kind == "i" else "u"
+    return np.ascontiguousarray(pixels, dtype=f"<{kind}{width}").tobytes()
+
+
+class FrameCache:
+    """An LRU of frames' bytes bounded by their total size."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._frames: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __contains__(self, key: tuple[str, int]) -> bool:
+        return key in self._frames
+
+    def get(self, key: tuple[str, int]) -> bytes | None:
+        data = self._frames.get(key)
+        if data is not None:
+            self._frames.move_to_end(key)
+        return data
+
+    def put(self, key: tuple[str, int], data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            return
+        previous = self._frames.pop(key, None)
+        if previous is not None:
+            self.nbytes -= len(previous)
+        self._frames[key] = data
+        self.nbytes += len(data)
+        while self.nbytes > self.max_bytes:
+            _, evicted = self._frames.popitem(last=False)
+            self.nbytes -= len(evicted)
+
+
+@dataclass(frozen=True)
+class InstanceFrames:
+    """Where an instance lives and how many frames it has: what loading a whole series needs."""
+
+    study_uid: str
+    series_uid: str
+    instance_uid: str
+    frames: int
+
+
+class FrameSource:
+    """Frames in Explicit VR Little Endian: from the cache, or loaded from Orthanc once and shared by every
+    request that wants them at the same time."""
+
+    def __init__(self, archive: Archive, max_bytes: int) -> None:
+        self.archive = archive
+        self.cache = FrameCache(max_bytes)
+        self._formats: OrderedDict[str, PixelFormat] = OrderedDict()
+        self._loading: dict[tuple[str, int], asyncio.Future[bytes]] = {}
+        self._warming: dict[str, asyncio.Task[None]] = {}
+
+    def remember(self, instance_uid: str, fmt: PixelFormat) -> None:
+        """Keep an instance's pixel format (learnt from series metadata) for decoding its frames."""
+        self._formats[instance_uid] = fmt
+        self._formats.move_to_end(instance_uid)
+        while len(self._formats) > FORMATS_KEPT:
+            self._formats.popitem(last=False)
+
+    async def frames(
+        self, study_uid: str, series_uid: str, instance_uid: str, numbers: Sequence[int]
+    ) -> list[bytes]:
+        found: dict[int, bytes] = {}
+        waiting: dict[int, asyncio.Future[bytes]] = {}
+        missing: list[int] = []
+        for number in dict.fromkeys(numbers):
+            key = (instance_uid, number)
+            cached = self.cache.get(key)
+            if cached is not None:
+                found[number] = cached
+            elif key in self._loading:
+                waiting[number] = self._loading[key]
+            else:
+                missing.append(number)
+        if missing:
+            found.update(await self._load(study_uid, series_uid, instance_uid, missing))
+        for number, future in waiting.items():
+            found[number] = await asyncio.shield(future)
+        return [found[number] for number in numbers]
+
+    async def _load(
+        self, study_uid: str, series_uid: str, instance_uid: str, numbers: list[int]
+    ) -> dict[int, bytes]:
+        loop = asyncio.get_running_loop()
+        futures = {number: loop.create_future() for number in numbers}
+        for number, future in futures.items():
+            self._loading[(instance_uid, number)] = future
+        try:
+            parts = await self._fetch_as_stored(study_uid, series_uid, instance_uid, numbers)
+            loaded = await self._decode(study_uid, series_uid, instance_uid, numbers, parts)
+        except BaseException as error:
+            for future in futures.values():
+                if not future.done():
+                    future.set_exception(
+                        error if isinstance(error, Exception) else FrameError("cancelled", 503)
+                    )
+                    future.exception()  # retrieved: a failure nobody waited for is not logged as lost
+            raise
+        finally:
+            for number in numbers:
+                self._loading.pop((instance_uid, number), None)
+        for number, data in loaded.items():
+            self.cache.put((instance_uid, number), data)
+            futures[number].set_result(data)
+        return loaded
+
+    async def _decode(
+        self, study_uid: str, series_uid: str, instance_uid: str, numbers: list[int], parts: list[FramePart]
+    ) -> dict[int, bytes]:
+        fmt = self._formats.get(instance_uid) or await self._format(study_uid, series_uid, instance_uid)
+        if not any(needs_decoding(part.transfer_syntax, fmt.photometric) for part in parts):
+            return dict(zip(numbers, (part.data for part in parts), strict=True))
+        try:
+            decoded = await asyncio.to_thread(_decode_all, parts, fmt)
+        except Exception as error:  # pydicom lacks a codec (12-bit JPEG extended), or corrupt data
+            if any(part.transfer_syntax in JPEG_2000 for part in parts):
+                raise FrameError(f"the frame could not be decoded: {error}", 502) from error
+            log.info("pydicom could not decode %s (%s); Orthanc transcodes it", instance_uid, error)
+            transcoded = await self._fetch(study_uid, series_uid, instance_uid, numbers, EXPLICIT_LE)
+            decoded = [part.data for part in transcoded]
+        return dict(zip(numbers, decoded, strict=True))
+
+    async def _fetch_as_stored(
+        self, study_uid: str, series_uid: str, instance_uid: str, numbers: list[int]
+    ) -> list[FramePart]:
+        """Orthanc 1.10 answers 500 to big-endian frames as stored: those it may transcode (not J2K)."""
+        try:
+            return await self._fetch(study_uid, series_uid, instance_uid, numbers, AS_STORED)
+        except FrameError as error:
+            if error.status_code != 502:
+                raise
+            stored = await self.archive.stored_transfer_syntax(instance_uid)
+            if stored is None or stored in JPEG_2000:
+                raise
+            return await self._fetch(study_uid, series_uid, instance_uid, numbers, EXPLICIT_LE)
+
+    async def _fetch(
+        self, study_uid: str, series_uid: str, instance_uid: str, numbers: list[int], transfer_syntax: str
+    ) -> list[FramePart]:
+        response = await self.archive.fetch_frames(
+            study_uid, series_uid, instance_uid, numbers, transfer_syntax
+        )
+        if response.status_code in (400, 404):
+            raise FrameError("Not found in the archive.", 404)
+        if response.status_code != 200:
+            raise FrameError(f"The archive answered {response.status_code}.", 502)
+        parts = parse_multipart(response.headers.get("content-type", ""), response.content)
+        if len(parts) != len(numbers):
+            raise FrameError(f"The archive answered {len(parts)} frames for {len(numbers)}.", 502)
+        return parts
+
+    async def _format(self, study_uid: str, series_uid: str, instance_uid: str) -> PixelFormat:
+        ds = await self.archive.instance_metadata(study_uid, series_uid, instance_uid)
+        if ds is None:
+            raise FrameError("Not found in the archive.", 404)
+        fmt = PixelFormat.from_dataset(ds)
+        self.remember(instance_uid, fmt)
+        return fmt
+
+    def warm(self, series_uid: str, instances: Sequence[InstanceFrames]) -> asyncio.Task[None] | None:
+        """Load a series' frames in the background, in display order, a few requests at a time.
+
+        The viewport asks for every frame right after the series' description; by then most are here.
+        """
+        if series_uid in self._warming or not instances or self.cache.max_bytes == 0:
+            return None
+        task = asyncio.create_task(self._warm(instances), name=f"warm {series_uid}")
+        self._warming[series_uid] = task
+        task.add_done_callback(lambda _: self._warming.pop(series_uid, None))
+        return task
+
+    async def _warm(self, instances: Sequence[InstanceFrames]) -> None:
+        chunks = [
+            (item, list(range(first, min(first + FRAMES_PER_REQUEST, item.frames + 1))))
+            for item in instances
+            for first in range(1, item.frames + 1, FRAMES_PER_REQUEST)
+        ]
+        queue: asyncio.Queue[tuple[InstanceFrames, list[int]]] = asyncio.Queue()
+        for chunk in chunks:
+            queue.put_nowait(chunk)
+
+        async def worker() -> None:
+            while not queue.empty():
+                item, numbers = queue.get_nowait()
+                if all((item.instance_uid, n) in self.cache for n in numbers):
+                    continue
+                try:
+                    await self.frames(item.study_uid, item.series_uid, item.instance_uid, numbers)
+                except (FrameError, ArchiveError) as error:
+                    log.info("background load of %s failed: %s", item.instance_uid, error)
+
+        await asyncio.gather(*(worker() for _ in range(WARM_CONCURRENCY)))
+
+    async def aclose(self) -> None:
+        for task in list(self._warming.values()):
+            task.cancel()
+        await asyncio.gather(*self._warming.values(), return_exceptions=True)
+
+
+def _decode_all(parts: list[FramePart], fmt: PixelFormat) -> list[bytes]:
+    return [
+        to_explicit_le(part, fmt) if needs_decoding(part.transfer_syntax, fmt.photometric) else part.data
+        for part in parts
+    ]
+
+
+def get_frame_source(request: Request) -> FrameSource:
+    """The app's one frame source, made on first use for the app's current archive client."""
+    state = request.app.state
+    source: FrameSource | None = getattr(state, "frame_source", None)
+    if source is None or source.archive is not state.archive:
+        source = FrameSource(state.archive, state.settings.viewer_frame_cache_mb * 1024 * 1024)
+        state.frame_source = source
+    return source
+
+
+Frames = Annotated[FrameSource, Depends(get_frame_source)]
