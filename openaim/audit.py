@@ -41,6 +41,8 @@ class EventType(StrEnum):
     AI_TRIAGE_CHANGED = "AITriageChanged"
     AI_ALERT = "AIAlert"
     AI_REVIEW_DECISION = "AIReviewDecision"
+    AI_RESULT_SHOWN = "AIResultShown"  # a result (ours or another vendor's) put in front of a reader
+    STUDY_IMPRESSION = "StudyImpression"  # a reader's overall impression, with whether the AI was visible
 
 
 class Action(StrEnum):

@@ -1,4 +1,5 @@
-"""The admin's model catalog page: a card per installed version, mode changes, and what did not run.
+"""Model cards: the admin's catalog page (a card per installed version, mode changes, what did not run)
+and the card of one version for readers, one click from each of its results.
 
 Cards show what a manifest claims (intended use, regulatory status, performance) next to what the platform
 knows (device UID, weights hash, who installed it), so an admin switches a model on knowing both. Failed jobs
@@ -23,7 +24,7 @@ from inference.jobs import Job, JobState
 from inference.manifest import Manifest
 from inference.router import UnroutedSeries
 from openaim import audit
-from viewer.deps import Admin, Audit, DbSession
+from viewer.deps import Admin, Audit, DbSession, Reader
 from viewer.templates import render
 
 router = APIRouter()
@@ -32,7 +33,9 @@ MAX_ROWS = 100  # the newest failures; an admin fixing a cause does not need the
 PROBLEM_STATES = (JobState.FAILED.value, JobState.NOT_APPLICABLE.value)
 
 ModelId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9._-]{1,63}$")]
-VersionField = Annotated[str, Form(max_length=64, pattern=r"^[0-9A-Za-z.+-]+$")]
+VERSION_PATTERN = r"^[0-9A-Za-z.+-]+$"
+VersionField = Annotated[str, Form(max_length=64, pattern=VERSION_PATTERN)]
+VersionPath = Annotated[str, Path(max_length=64, pattern=VERSION_PATTERN)]
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,16 @@ def models_page(request: Request, _: Admin, db: DbSession) -> Response:
         unrouted=unrouted,
         unrouted_total=unrouted_total,
     )
+
+
+@router.get("/models/{model_id}/{version}")
+def model_card(
+    request: Request, model_id: ModelId, version: VersionPath, _: Reader, db: DbSession
+) -> Response:
+    found = catalog.get_version(db, model_id, version)
+    if found is None:
+        raise HTTPException(404, "No such model version is installed.")
+    return render(request, "model_card.html", card=ModelCard.of(found))
 
 
 @router.post("/admin/models/{model_id}/mode")

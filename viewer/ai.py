@@ -1,0 +1,118 @@
+"""The AI panel of the study page: every result for the study (this platform's clinical models and other
+vendors' SEG/SR in the archive), the reader's impression, and the blinded read that hides the AI until that
+impression is given. Every result put in front of a reader is audited."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Path, Request
+from fastapi.responses import Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from inference.catalog import Mode, ModelVersion
+from inference.results import Finding, InferenceResult
+from openaim import audit
+from viewer.ai_view import ResultView
+from viewer.deps import Audit, AuditTrail, DbSession, Reader
+from viewer.heatmaps import colour_mapped_png, legend_png
+from viewer.platform_ai import platform_results
+from viewer.reads import Impression, impressions_of, record_impression
+from viewer.study_status import AIStatus, study_statuses
+from viewer.templates import render
+from viewer.uids import StudyUID
+from viewer.users import User
+
+router = APIRouter()
+
+IMMUTABLE = {"cache-control": "private, max-age=3600"}
+
+
+def ai_hidden(db: Session, user: User, study_uid: str) -> bool:
+    """Blinded read: hidden until this reader has recorded an impression of this study."""
+    return user.blinded_read and not impressions_of(db, user, study_uid)
+
+
+@router.get("/studies/{study_uid}/ai")
+def ai_panel(request: Request, study_uid: StudyUID, user: Reader, db: DbSession, trail: Audit) -> Response:
+    return _panel(request, study_uid, user, db, trail)
+
+
+@router.post("/studies/{study_uid}/impression")
+def impression(
+    request: Request,
+    study_uid: StudyUID,
+    user: Reader,
+    db: DbSession,
+    trail: Audit,
+    impression: Annotated[Impression, Form()],
+) -> Response:
+    ai_visible = not ai_hidden(db, user, study_uid)
+    record_impression(db, user, study_uid, impression, ai_visible=ai_visible)
+    trail.record(
+        audit.EventType.STUDY_IMPRESSION,
+        action=audit.Action.CREATE,
+        object_uid=study_uid,
+        detail={"impression": impression.value, "ai_visible": ai_visible},
+    )
+    return _panel(request, study_uid, user, db, trail)
+
+
+def _panel(request: Request, study_uid: str, user: User, db: Session, trail: AuditTrail) -> Response:
+    hidden = ai_hidden(db, user, study_uid)
+    results = [] if hidden else platform_results(db, study_uid)
+    for result in results:
+        _audit_shown(trail, study_uid, result)
+    status = study_statuses(db, [study_uid])[study_uid].ai
+    return render(
+        request,
+        "ai_panel.html",
+        study_uid=study_uid,
+        hidden=hidden,
+        results=results,
+        impressions=impressions_of(db, user, study_uid),
+        status=status,
+        still_working=not hidden and not results and status in (AIStatus.WAITING, AIStatus.RUNNING),
+        overlays=[_overlay_json(result) for result in results],
+    )
+
+
+def _overlay_json(result: ResultView) -> list[dict[str, Any]]:
+    return [overlay for finding in result.as_json()["findings"] for overlay in finding["overlays"]]
+
+
+def _audit_shown(trail: AuditTrail, study_uid: str, result: ResultView) -> None:
+    trail.record(
+        audit.EventType.AI_RESULT_SHOWN,
+        action=audit.Action.READ,
+        object_uid=study_uid,
+        detail={
+            "result": result.id,
+            "object_uid": result.object_uid,
+            "model": result.algorithm.name,
+            "version": result.algorithm.version,
+            "device_uid": result.algorithm.device_uid,
+        },
+    )
+
+
+@router.get("/api/ai/findings/{finding_id}/heatmap.png")
+def heatmap(finding_id: Annotated[int, Path(ge=1, le=2**62)], user: Reader, db: DbSession) -> Response:
+    query = (
+        select(Finding.heatmap_png, InferenceResult.study_uid)
+        .join(InferenceResult, InferenceResult.id == Finding.result_id)
+        .join(ModelVersion, ModelVersion.id == InferenceResult.model_version_id)
+        .where(Finding.id == finding_id, ModelVersion.mode == Mode.CLINICAL.value)
+    )
+    found = db.execute(query).first()
+    if found is None or found.heatmap_png is None:
+        raise HTTPException(404, "No heatmap for this finding.")
+    if ai_hidden(db, user, found.study_uid):
+        raise HTTPException(403, "Blinded read: record your impression of the study first.")
+    return Response(colour_mapped_png(found.heatmap_png), media_type="image/png", headers=IMMUTABLE)
+
+
+@router.get("/api/ai/legend.png")
+def legend(_: Reader) -> Response:
+    return Response(legend_png(), media_type="image/png", headers=IMMUTABLE)
