@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
-APT_PACKAGES := orthanc orthanc-dicomweb orthanc-gdcm dcmtk dicom3tools chromium
+APT_PACKAGES := orthanc orthanc-dicomweb orthanc-gdcm orthanc-webviewer dcmtk dicom3tools chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-packages demo test lint clean

@@ -55,7 +55,9 @@ def orthanc_config(
     credentials: tuple[str, str],
     stable_age: int,
     plugins_dir: Path,
+    extra_plugins: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    """``extra_plugins`` are loaded beside ``PLUGINS`` (a benchmark's peer viewer); the platform adds none."""
     username, password = credentials
     return {
         "Name": "openaim",
@@ -71,7 +73,7 @@ def orthanc_config(
         "StableAge": stable_age,
         "HttpDescribeErrors": True,
         "SaveJobs": False,
-        "Plugins": [str(plugins_dir / name) for name in PLUGINS],
+        "Plugins": [str(plugins_dir / name) for name in (*PLUGINS, *extra_plugins)],
         "DicomWeb": {
             "Enable": True,
             "Root": "/dicom-web/",

@@ -61,12 +61,14 @@ class OrthancServer:
         stable_age: int,
         executable: str = "Orthanc",
         plugins_dir: Path = Path("/usr/share/orthanc/plugins"),
+        extra_plugins: tuple[str, ...] = (),
     ) -> None:
         self.layout = OrthancLayout(root)
         self.http_port = http_port
         self.stable_age = stable_age
         self.executable = executable
         self.plugins_dir = plugins_dir
+        self.extra_plugins = extra_plugins
         self.process: subprocess.Popen[bytes] | None = None
         username, password = load_or_create_credentials(self.layout)
         self.connection = OrthancConnection(f"http://127.0.0.1:{http_port}", username, password)
@@ -75,7 +77,7 @@ class OrthancServer:
         binary = shutil.which(self.executable)
         if binary is None:
             raise OrthancNotInstalledError(f"no `{self.executable}` on PATH")
-        for plugin in PLUGINS:
+        for plugin in (*PLUGINS, *self.extra_plugins):
             if not (self.plugins_dir / plugin).exists():
                 raise OrthancNotInstalledError(f"missing plugin {self.plugins_dir / plugin}")
         return binary
@@ -88,6 +90,7 @@ class OrthancServer:
             credentials=(self.connection.username, self.connection.password),
             stable_age=self.stable_age,
             plugins_dir=self.plugins_dir,
+            extra_plugins=self.extra_plugins,
         )
         config_file = write_config(self.layout, config)
         log_handle = self.layout.log_file.open("ab")

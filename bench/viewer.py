@@ -1,0 +1,451 @@
+"""Benchmark: the reading-room viewer in real Chromium, and its frame path against Orthanc and a peer viewer.
+
+Starts a temporary Orthanc (with the Orthanc Web Viewer plugin loaded as the peer, for this run only) and
+the viewer under uvicorn on loopback, stores a 200-slice 512x512 CT series built from the real CT slices in
+the shared data and a full-size (1024x1024) NIH chest X-ray, then measures in one run:
+  1. frames per second for all CT frames through one client (httpx, a browser's 6 concurrent requests):
+     Orthanc's WADO-RS directly, the platform's proxy on a cold cache, and the proxy again (warm);
+  2. in Chromium, the platform's viewer: time to first image, time until every frame is loaded, and the
+     scroll frame rate through every slice;
+  3. in Chromium, the Orthanc Web Viewer plugin's time to first image on the same CT series.
+Usage: .venv/bin/python bench/viewer.py [--slices 200] [--concurrency 6] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import re
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# Run as `python bench/viewer.py`, this file's folder comes first on sys.path and its own name would
+# shadow the `viewer` package: look in the repository instead.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import httpx
+import pydicom
+import uvicorn
+from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from openaim.db import make_engine, session_factory, transaction, upgrade
+from openaim.seed import cxr_to_dicom, encode
+from openaim.settings import Settings
+from orthanc import OrthancConnection, OrthancServer
+from orthanc.launcher import free_port
+from viewer.app import create_app
+from viewer.users import Role, add_user
+
+USERNAME = "bench"
+PASSWORD = secrets.token_urlsafe(16)
+WEB_VIEWER_PLUGIN = "libOrthancWebViewer.so"
+# Raw little-endian pixels, as the platform's viewport asks for them.
+FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+WINDOW = {"width": 1400, "height": 900}
+GOAL_FIRST_IMAGE_MS = 300.0
+GOAL_ALL_LOADED_MS = 3000.0
+GOAL_SCROLL_FPS = 30.0
+PAGE_TIMEOUT_MS = 60_000
+
+
+@dataclass(frozen=True)
+class Series:
+    """One stored series: its DICOMweb UIDs, Orthanc's own series ID, and the frame paths under /studies."""
+
+    label: str
+    study_uid: str
+    series_uid: str
+    orthanc_id: str
+    instance_paths: list[str]
+
+
+# --- data --------------------------------------------------------------------------------------------
+
+
+def ct_series(slices_dir: Path, count: int) -> list[bytes]:
+    """``count`` slices of one new CT series, made from the real slices in turn (pixels unchanged).
+
+    Each slice gets new instance UIDs, an instance number and a position one millimetre further along
+    the patient axis, as a real thin-slice CT has; the identity is marked as benchmark data.
+    """
+    sources = [pydicom.dcmread(path) for path in sorted(slices_dir.glob("*.dcm"))]
+    study_uid, series_uid, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
+    x, y, z = (float(v) for v in sources[0].ImagePositionPatient)
+    files = []
+    for index in range(count):
+        ds = copy.deepcopy(sources[index % len(sources)])
+        sop_uid = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+        # Explicit VR little endian is what the viewport asks for: no transcoding on either path.
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPInstanceUID = sop_uid
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.FrameOfReferenceUID = frame_of_reference
+        ds.PatientName, ds.PatientID = "BENCH^CT200", "BENCH-CT200"
+        ds.StudyDescription = ds.SeriesDescription = f"BENCH {count}-slice CT"
+        ds.InstanceNumber = index + 1
+        ds.ImagePositionPatient = [x, y, round(z - index, 3)]
+        ds.SliceLocation = round(z - index, 3)
+        files.append(encode(ds))
+    return files
+
+
+def store(orthanc: OrthancConnection, label: str, files: list[bytes]) -> Series:
+    """Stores the files (4 at a time) and returns where their frames are."""
+    with orthanc.client(timeout=60) as client, ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda data: client.post("/instances", content=data), files))
+        for answer in answers:
+            answer.raise_for_status()
+        orthanc_id = answers[0].json()["ParentSeries"]
+        tags = client.get(f"/series/{orthanc_id}/shared-tags", params={"simplify": ""}).json()
+        study_uid, series_uid = tags["StudyInstanceUID"], tags["SeriesInstanceUID"]
+        instances = client.get(f"/series/{orthanc_id}/instances", params={"expand": ""}).json()
+    instances.sort(key=lambda item: int(item["MainDicomTags"].get("InstanceNumber", "0")))
+    paths = [
+        f"/studies/{study_uid}/series/{series_uid}/instances/{item['MainDicomTags']['SOPInstanceUID']}"
+        for item in instances
+    ]
+    return Series(label, study_uid, series_uid, orthanc_id, paths)
+
+
+# --- the platform ----------------------------------------------------------------------------------------
+
+
+def start_viewer(data_dir: Path, orthanc: OrthancConnection) -> tuple[str, uvicorn.Server]:
+    # Plain HTTP on loopback: cookies without the Secure-only prefix, for httpx as for Chromium.
+    settings = Settings(data_dir=data_dir, cookie_secure=False)
+    upgrade(settings.resolved_database_url)
+    with transaction(session_factory(make_engine(settings.resolved_database_url))) as db:
+        add_user(db, USERNAME, PASSWORD, {Role.RADIOLOGIST})
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, orthanc), host="127.0.0.1", port=port, log_level="warning")
+    )
+    threading.Thread(target=server.run, name="viewer", daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port}", server
+
+
+async def sign_in(client: httpx.AsyncClient) -> None:
+    token = re.search(r'name="csrf_token" value="([^"]+)"', (await client.get("/signin")).text)
+    assert token is not None, "no CSRF token on the sign-in page"
+    answer = await client.post(
+        "/signin", data={"username": USERNAME, "password": PASSWORD, "csrf_token": token.group(1)}
+    )
+    assert answer.status_code == 303, f"benchmark sign-in failed: {answer.status_code}"
+
+
+# --- 1. frames per second, one client --------------------------------------------------------------------
+
+
+async def fetch_all(
+    client: httpx.AsyncClient, prefix: str, paths: list[str], concurrency: int, encoding: str | None = None
+) -> float:
+    """Frames per second for frame 1 of every instance, ``concurrency`` requests in flight.
+
+    httpx asks for gzip as a browser does (``Accept-Encoding``, which page scripts cannot change);
+    ``encoding`` replaces that, to show what compression costs.
+    """
+    gate = asyncio.Semaphore(concurrency)
+    headers = {"Accept": FRAME_ACCEPT} | ({"Accept-Encoding": encoding} if encoding else {})
+
+    async def one(path: str) -> None:
+        async with gate:
+            answer = await client.get(f"{prefix}{path}/frames/1", headers=headers)
+            answer.raise_for_status()
+            assert len(answer.content) > 512 * 512, f"short frame answer for {path}"
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(path) for path in paths))
+    return len(paths) / (time.perf_counter() - start)
+
+
+async def frame_rates(
+    orthanc: OrthancConnection, base: str, series: Series, warm_up: Series, concurrency: int
+) -> dict[str, float]:
+    """Same client, same frames: Orthanc directly (asking for gzip as browsers do, then without), the proxy
+    cold, the proxy warm. ``warm_up``, an already viewed series, opens a connection on each path first."""
+    limits = httpx.Limits(max_connections=concurrency)
+    auth = (orthanc.username, orthanc.password)
+    async with (
+        httpx.AsyncClient(base_url=orthanc.url, auth=auth, limits=limits, timeout=60) as direct,
+        httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as platform,
+    ):
+        await sign_in(platform)
+        await fetch_all(direct, "/dicom-web", warm_up.instance_paths[:1], 1)
+        await fetch_all(platform, "/dicomweb", warm_up.instance_paths[:1], 1)
+        paths = series.instance_paths
+        rates = {
+            "orthanc_direct": await fetch_all(direct, "/dicom-web", paths, concurrency),
+            "orthanc_direct_identity": await fetch_all(direct, "/dicom-web", paths, concurrency, "identity"),
+        }
+        rates["proxy_cold"] = await fetch_all(platform, "/dicomweb", paths, concurrency)
+        rates["proxy_warm"] = await fetch_all(platform, "/dicomweb", paths, concurrency)
+    return rates
+
+
+# --- 2. and 3. Chromium ----------------------------------------------------------------------------------
+
+# Installed before any page script: on every animation frame, each canvas is scaled down to 32x32 and
+# read back; the first frame where at least 5% of those samples are not near-black is "first image".
+# The same probe runs on both viewers, so their times to first image are measured the same way.
+FIRST_IMAGE_PROBE = """
+(() => {
+  const probe = document.createElement('canvas');
+  probe.width = probe.height = 32;
+  const context = probe.getContext('2d', { willReadFrequently: true });
+  const drawn = () => {
+    for (const canvas of document.querySelectorAll('canvas')) {
+      if (!canvas.width || !canvas.height) continue;
+      context.clearRect(0, 0, 32, 32);
+      context.drawImage(canvas, 0, 0, 32, 32);
+      const data = context.getImageData(0, 0, 32, 32).data;
+      let lit = 0;
+      for (let i = 0; i < data.length; i += 4) if (data[i] + data[i + 1] + data[i + 2] > 120) lit += 1;
+      if (lit >= 0.05 * 32 * 32) return true;
+    }
+    return false;
+  };
+  const tick = (now) => {
+    if (drawn()) window.benchFirstImageMs = now;
+    else requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+})();
+"""
+
+
+# One slice forward per animation frame through the whole series; returns slices shown per second.
+SCROLL_SCRIPT = """
+() => new Promise((resolve) => {
+  const viewport = document.openaimViewport;
+  const total = viewport.stats().frames_total;
+  let index = 0;
+  let start = null;
+  const step = (now) => {
+    if (start === null) start = now;
+    index += 1;
+    if (index >= total) { resolve((total - 1) / ((now - start) / 1000)); return; }
+    viewport.goTo(index);
+    requestAnimationFrame(step);
+  };
+  viewport.goTo(0);
+  requestAnimationFrame(step);
+})
+"""
+
+
+def new_page(browser: Browser, **options: object) -> Page:
+    context = browser.new_context(viewport=WINDOW, **options)  # type: ignore[arg-type]
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    context.add_init_script(FIRST_IMAGE_PROBE)
+    return context.new_page()
+
+
+def first_image_ms(page: Page) -> float:
+    page.wait_for_function("() => window.benchFirstImageMs !== undefined")
+    return float(page.evaluate("() => window.benchFirstImageMs"))
+
+
+def web_viewer_first_image(browser: Browser, orthanc: OrthancConnection, series: Series) -> float:
+    """The Orthanc Web Viewer plugin's page for the series, Basic auth sent with every request."""
+    credentials = {"username": orthanc.username, "password": orthanc.password, "send": "always"}
+    page = new_page(browser, http_credentials=credentials)
+    try:
+        page.goto(f"{orthanc.url}/web-viewer/app/viewer.html?series={series.orthanc_id}", wait_until="commit")
+        return first_image_ms(page)
+    finally:
+        page.context.close()
+
+
+@dataclass
+class ViewerResult:
+    """One series opened in the platform's viewer; ``None`` where it could not be measured (see ``note``)."""
+
+    label: str
+    frames: int
+    first_image_ms: float | None = None
+    viewport_first_image_ms: float | None = None
+    all_loaded_ms: float | None = None
+    scroll_fps: float | None = None
+    note: str = ""
+
+
+def signed_in_page(browser: Browser, base: str) -> Page:
+    page = new_page(browser)
+    page.goto(f"{base}/signin")
+    page.fill("input[name=username]", USERNAME)
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    return page
+
+
+def platform_viewer(browser: Browser, base: str, series: Series, *, scroll: bool) -> ViewerResult:
+    result = ViewerResult(series.label, len(series.instance_paths))
+    page = signed_in_page(browser, base)
+    try:
+        page.goto(f"{base}/studies/{series.study_uid}?series={series.series_uid}", wait_until="commit")
+        try:
+            page.wait_for_function("() => document.openaimViewport !== undefined", timeout=15_000)
+        except PlaywrightTimeoutError:
+            result.note = "viewport not available"
+            return result
+        result.first_image_ms = first_image_ms(page)
+        page.wait_for_function(
+            "() => { const s = document.openaimViewport.stats();"
+            " return s.frames_total > 0 && s.frames_loaded >= s.frames_total; }",
+            polling="raf",
+        )
+        stats = page.evaluate("() => document.openaimViewport.stats()")
+        result.viewport_first_image_ms = stats.get("first_image_ms")
+        result.all_loaded_ms = stats.get("all_loaded_ms")
+        if scroll:
+            result.scroll_fps = page.evaluate(SCROLL_SCRIPT)
+        return result
+    finally:
+        page.context.close()
+
+
+# --- output ----------------------------------------------------------------------------------------------
+
+
+def cell(value: float | None, unit: str = "") -> str:
+    return f"{value:.0f}{unit}" if value is not None else "—"
+
+
+def judged(value: float | None, goal: float, *, at_least: bool) -> str:
+    """The number and whether it meets its goal: "142  yes", "3400  NO", or why there is no number."""
+    if value is None:
+        return "not measured"
+    return f"{value:.0f}  {'yes' if (value >= goal if at_least else value < goal) else 'NO'}"
+
+
+def print_viewer_table(results: list[ViewerResult], peer_ms: float | None) -> None:
+    print("\nThe platform's viewer in Chromium (headless, loopback, one run); each cell: value, goal met?\n")
+    print(
+        "| series                | first image ms (<300) | all frames loaded ms (<3000) | scroll fps (>=30) |"
+    )
+    print(
+        "|-----------------------|----------------------:|-----------------------------:|------------------:|"
+    )
+    for r in results:
+        scroll = judged(r.scroll_fps, GOAL_SCROLL_FPS, at_least=True) if r.frames > 1 else "one image"
+        first = judged(r.first_image_ms, GOAL_FIRST_IMAGE_MS, at_least=False)
+        loaded = judged(r.all_loaded_ms, GOAL_ALL_LOADED_MS, at_least=False)
+        label = f"{r.label} ({r.frames} fr.)"
+        print(f"| {label:<21} | {first:>21} | {loaded:>28} | {scroll:>17} |")
+    for r in results:
+        if r.note:
+            print(f"{r.label}: {r.note}")
+        if r.viewport_first_image_ms is not None:
+            print(f"{r.label}: the viewport's own stats() first_image_ms = {r.viewport_first_image_ms:.0f}")
+    print(
+        f"\nTime to first image, same CT series: platform {cell(results[0].first_image_ms, ' ms')}, "
+        f"Orthanc Web Viewer plugin {cell(peer_ms, ' ms')}"
+    )
+
+
+def print_rate_table(rates: dict[str, float], frames: int, concurrency: int) -> None:
+    direct, identity = rates["orthanc_direct"], rates["orthanc_direct_identity"]
+    print(f"\nWADO-RS, {frames} CT frames (512x512, 16-bit), one httpx client, {concurrency} in flight\n")
+    print(
+        "| path                                     | frames/s | vs direct | vs identity | proxy >= direct? |"
+    )
+    print(
+        "|------------------------------------------|---------:|----------:|------------:|------------------|"
+    )
+    for key, name in (
+        ("orthanc_direct", "Orthanc WADO-RS directly (gzip accepted)"),
+        ("orthanc_direct_identity", "Orthanc WADO-RS directly (identity)"),
+        ("proxy_cold", "platform proxy, cold cache"),
+        ("proxy_warm", "platform proxy, warm cache"),
+    ):
+        goal = ("yes" if rates[key] >= direct else "NO") if key.startswith("proxy") else ""
+        print(
+            f"| {name:<40} | {rates[key]:>8.0f} | {rates[key] / direct:>8.2f}x "
+            f"| {rates[key] / identity:>10.2f}x | {goal:<16} |"
+        )
+
+
+FOOTNOTES = """
+Notes: first image = the requestAnimationFrame timestamp (ms after navigation start) of the first frame in
+which a page canvas, scaled to 32x32, has at least 5% of samples that are not near-black; the same probe
+runs in both viewers. "All frames loaded" is the viewport's own stats().all_loaded_ms. Scroll fps: one
+slice forward per animation frame through every slice, slices shown / elapsed time (capped by the display's
+frame rate, 60 Hz in headless Chromium). The Orthanc Web Viewer gets the Orthanc credentials with every
+request. The CT is the 3 real shared-data slices repeated with new UIDs and positions; the chest X-ray is a
+1024x1024 NIH image converted by openaim.seed.cxr_to_dicom (not upsampled). The frame-rate series is a
+second copy of the CT, so that the proxy's cold pass is cold even after Chromium opened the first.
+Orthanc gzips every answer when the client accepts gzip (HttpCompressionEnabled, on by default): a browser
+always does, so "gzip accepted" is what a browser talking to Orthanc gets; "identity" shows that cost.
+The goal column compares the proxy with the first row (same client, same headers).
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--slices", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=6)
+    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    args = parser.parse_args()
+    shared = Settings().shared_data_dir
+    with tempfile.TemporaryDirectory() as tmp:
+        server = OrthancServer(
+            Path(tmp) / "orthanc", http_port=free_port(), stable_age=5, extra_plugins=(WEB_VIEWER_PLUGIN,)
+        )
+        with server as orthanc:
+            slices = shared / "dicom" / "ct_3slice"
+            ct = store(orthanc, "CT", ct_series(slices, args.slices))
+            ct_copy = store(orthanc, "CT copy", ct_series(slices, args.slices))
+            png = sorted((shared / "cxr14" / "full").glob("*.png"))[0]
+            cxr = store(orthanc, "chest X-ray", [encode(cxr_to_dicom(png))])
+            base, app_server = start_viewer(Path(tmp) / "data", orthanc)
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                results = [
+                    platform_viewer(browser, base, ct, scroll=True),
+                    platform_viewer(browser, base, cxr, scroll=False),
+                ]
+                peer_ms = web_viewer_first_image(browser, orthanc, ct)
+                browser.close()
+            rates = asyncio.run(frame_rates(orthanc, base, ct_copy, ct, args.concurrency))
+            app_server.should_exit = True
+    print_viewer_table(results, peer_ms)
+    print_rate_table(rates, args.slices, args.concurrency)
+    print(FOOTNOTES)
+    if args.json:
+        record = {
+            "viewer": [asdict(r) for r in results],
+            "web_viewer_first_image_ms": peer_ms,
+            "frames_per_s": rates,
+        }
+        args.json.write_text(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
