@@ -188,6 +188,23 @@ def user_add(
     typer.echo(f"Added {username} ({', '.join(sorted(roles))}).")
 
 
+@user_app.command("blinded")
+def user_blinded(
+    username: str,
+    on: Annotated[bool, typer.Option("--on/--off", help="Blinded read on or off for this user.")] = True,
+) -> None:
+    """Blinded read: the AI stays hidden on each study until this user records an impression."""
+    from viewer.users import find_user
+
+    with transaction(_database(_settings())) as db:
+        user = find_user(db, username)
+        if user is None:
+            typer.echo(f"error: no user {username!r}", err=True)
+            raise typer.Exit(1)
+        user.blinded_read = on
+    typer.echo(f"Blinded read {'on' if on else 'off'} for {username}.")
+
+
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the audit trail's hash chain; exit 1 if any row was altered or deleted."""

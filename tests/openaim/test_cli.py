@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from openaim.cli import app as cli
 from openaim.db import make_engine, session_factory
 from orthanc.launcher import free_port
-from viewer.users import check_password
+from viewer.users import check_password, find_user
 
 PASSWORD = "a long enough password"
 
@@ -57,6 +57,31 @@ def test_user_add_refuses_duplicates_unknown_roles_and_short_passwords(env: dict
     assert unknown.exit_code == 2 and "radiologist, reviewer, governance, admin" in unknown.output
     short = runner.invoke(cli, ["user", "add", "y", "-r", "admin", "--password-stdin"], input="short\n")
     assert short.exit_code == 1 and "at least 12 characters" in short.output
+
+
+def test_user_blinded_turns_the_blinded_read_on_and_off(env: dict[str, str]) -> None:
+    runner = CliRunner()
+    assert (
+        runner.invoke(
+            cli, ["user", "add", "dr-ong", "-r", "radiologist", "--password-stdin"], input=PASSWORD
+        ).exit_code
+        == 0
+    )
+    factory = session_factory(make_engine(f"sqlite:///{env['OPENAIM_DATA_DIR']}/openaim.db"))
+
+    def blinded() -> bool:
+        with factory() as db:
+            user = find_user(db, "dr-ong")
+            assert user is not None
+            return user.blinded_read
+
+    assert blinded() is False  # off unless asked for
+    assert runner.invoke(cli, ["user", "blinded", "dr-ong", "--on"]).exit_code == 0
+    assert blinded() is True
+    assert runner.invoke(cli, ["user", "blinded", "dr-ong", "--off"]).exit_code == 0
+    assert blinded() is False
+    unknown = runner.invoke(cli, ["user", "blinded", "nobody"])
+    assert unknown.exit_code == 1 and "no user" in unknown.output
 
 
 @pytest.mark.slow
