@@ -1,0 +1,214 @@
+"""The images of a series as the canvas viewport needs them: display order, pixel format as the frames
+will arrive from the platform (Explicit VR Little Endian, YBR converted to RGB), modality LUT, the file's
+windows, palettes, and the texts of the on-image information overlay.
+
+Built from one Orthanc request (the series metadata). Answering it also starts loading the series'
+frames into the frame cache: the viewport asks for every frame right after.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, HTTPException
+from pydicom import Dataset
+
+from viewer.deps import ArchiveClient, Reader
+from viewer.dicom_text import dicom_date, person_name, text_value
+from viewer.frames import Frames, InstanceFrames, PixelFormat, parse_multipart
+from viewer.uids import SeriesUID, StudyUID
+
+router = APIRouter(prefix="/api")
+
+# Red, green, blue: (descriptor, data) tags of the Palette Color Lookup Table module (PS3.3 C.7.6.3).
+PALETTE_TAGS = (("00281101", "00281201"), ("00281102", "00281202"), ("00281103", "00281203"))
+
+
+def _number(value: Any, default: float | None = None) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return list(value)
+    return [value]
+
+
+def _functional_group(ds: Dataset, sequence: str) -> Dataset | None:
+    """An enhanced multi-frame object's shared (or else first frame's) functional group item."""
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in ds.get(groups) or []:
+            items = group.get(sequence) or []
+            if items:
+                return Dataset(items[0])
+    return None
+
+
+def windows(ds: Dataset) -> tuple[list[dict[str, float]], str]:
+    """The file's VOI windows (several are allowed) and its VOI LUT Function."""
+    source = _functional_group(ds, "FrameVOILUTSequence") or ds
+    centers = [_number(value) for value in _as_list(source.get("WindowCenter"))]
+    widths = [_number(value) for value in _as_list(source.get("WindowWidth"))]
+    found = [
+        {"center": center, "width": width}
+        for center, width in zip(centers, widths, strict=False)
+        if center is not None and width is not None and width > 0
+    ]
+    function = str(source.get("VOILUTFunction") or "LINEAR").strip().upper()
+    return found, function
+
+
+def rescale(ds: Dataset) -> tuple[float, float]:
+    source = _functional_group(ds, "PixelValueTransformationSequence") or ds
+    slope = _number(source.get("RescaleSlope"), 1.0) or 1.0
+    return slope, _number(source.get("RescaleIntercept"), 0.0) or 0.0
+
+
+def slice_position(ds: Dataset) -> float:
+    """Distance along the slice normal, to order slices that share an InstanceNumber (or have none)."""
+    position = [_number(v) for v in _as_list(ds.get("ImagePositionPatient"))]
+    orientation = [_number(v) for v in _as_list(ds.get("ImageOrientationPatient"))]
+    if len(position) != 3 or len(orientation) != 6 or None in position or None in orientation:
+        return 0.0
+    normal = np.cross(np.array(orientation[:3], dtype=float), np.array(orientation[3:], dtype=float))
+    return float(np.dot(normal, np.array(position, dtype=float)))
+
+
+def instance_number(ds: Dataset) -> int | None:
+    number = _number(ds.get("InstanceNumber"))
+    return int(number) if number is not None else None
+
+
+def pixel_spacing(ds: Dataset) -> list[float] | None:
+    spacing = [_number(v) for v in _as_list(ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing"))]
+    return [float(v) for v in spacing if v is not None] if len(spacing) == 2 and None not in spacing else None
+
+
+def palette_lut(descriptor: list[Any], data: bytes) -> dict[str, Any]:
+    """One palette channel: its entries (0..2**bits-1) and the first stored value they map."""
+    entries = int(descriptor[0]) or 65536  # PS3.3 C.7.6.3.1.5: 0 means 2**16 entries
+    bits = int(descriptor[2])
+    words = np.frombuffer(data[: len(data) // 2 * 2], dtype="<u2")
+    values = np.frombuffer(data, dtype=np.uint8) if bits == 8 and len(data) == entries else words
+    return {"first_mapped": int(descriptor[1]), "bits": bits, "values": values[:entries].tolist()}
+
+
+def describe(ds: Dataset, palette: dict[str, Any] | None) -> dict[str, Any]:
+    fmt = PixelFormat.from_dataset(ds)
+    found, function = windows(ds)
+    slope, intercept = rescale(ds)
+    return {
+        "instance_uid": str(ds.SOPInstanceUID),
+        "number": instance_number(ds),
+        "frames": fmt.frames,
+        "rows": fmt.rows,
+        "columns": fmt.columns,
+        "bits_allocated": fmt.bits_allocated,
+        "bits_stored": fmt.bits_stored,
+        "high_bit": int(ds.get("HighBit") or fmt.bits_stored - 1),
+        "pixel_representation": fmt.pixel_representation,
+        "samples_per_pixel": fmt.samples_per_pixel,
+        "photometric": fmt.served_photometric,
+        "planar_configuration": fmt.planar_configuration,
+        "rescale_slope": slope,
+        "rescale_intercept": intercept,
+        "windows": found,
+        "voi_lut_function": function,
+        "palette": palette,
+        "pixel_spacing": pixel_spacing(ds),
+    }
+
+
+def overlay_info(ds: Dataset) -> dict[str, str]:
+    """Texts for the information overlay. Hostile strings: the page sets them with textContent only."""
+    return {
+        "patient_name": person_name(ds.get("PatientName")),
+        "patient_id": text_value(ds, "PatientID"),
+        "study_date": dicom_date(ds.get("StudyDate")),
+        "study_description": text_value(ds, "StudyDescription"),
+        "series_number": text_value(ds, "SeriesNumber"),
+        "series_description": text_value(ds, "SeriesDescription"),
+        "modality": text_value(ds, "Modality"),
+    }
+
+
+def display_order(datasets: Iterable[Dataset]) -> list[Dataset]:
+    """InstanceNumber, then position along the slice normal, then UID (a stable order for ties)."""
+    images = [ds for ds in datasets if "SOPInstanceUID" in ds and ds.get("Rows") and ds.get("Columns")]
+    return sorted(
+        images,
+        key=lambda ds: (
+            instance_number(ds) is None,
+            instance_number(ds) or 0,
+            slice_position(ds),
+            str(ds.SOPInstanceUID),
+        ),
+    )
+
+
+def _no_bulk_data(tag: str, vr: str, uri: str) -> bytes:
+    """Bulk data is not fetched while reading metadata (pydicom would otherwise open each URI)."""
+    return b""
+
+
+async def _palette(item: dict[str, Any], archive: ArchiveClient) -> dict[str, Any] | None:
+    """The palette's LUTs, fetched here: Orthanc's BulkDataURIs point at Orthanc, not at the proxy."""
+    channels = {}
+    for name, (descriptor_tag, data_tag) in zip(("red", "green", "blue"), PALETTE_TAGS, strict=True):
+        descriptor = item.get(descriptor_tag, {}).get("Value", [])
+        element = item.get(data_tag, {})
+        if len(descriptor) != 3:
+            return None
+        if "InlineBinary" in element:
+            data = Dataset.from_json({data_tag: element})[data_tag].value
+        elif "BulkDataURI" in element:
+            response = await archive.bulk_data(element["BulkDataURI"])
+            if response is None or response.status_code != 200:
+                return None
+            parts = parse_multipart(response.headers.get("content-type", ""), response.content)
+            data = parts[0].data if parts else b""
+        else:
+            return None
+        channels[name] = palette_lut(descriptor, data)
+    return channels
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/images")
+async def series_images(
+    study_uid: StudyUID, series_uid: SeriesUID, _: Reader, archive: ArchiveClient, source: Frames
+) -> dict[str, Any]:
+    raw = await archive.series_metadata(study_uid, series_uid)
+    by_uid = {}
+    for item in raw:
+        ds = Dataset.from_json(item, bulk_data_uri_handler=_no_bulk_data)
+        by_uid[str(ds.get("SOPInstanceUID", ""))] = (ds, item)
+    ordered = display_order(ds for ds, _ in by_uid.values())
+    if not ordered:
+        raise HTTPException(404, "No images in this series.")
+    images = []
+    for ds in ordered:
+        is_palette = str(ds.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR"
+        palette = await _palette(by_uid[str(ds.SOPInstanceUID)][1], archive) if is_palette else None
+        images.append(describe(ds, palette))
+        source.remember(str(ds.SOPInstanceUID), PixelFormat.from_dataset(ds))
+    source.warm(
+        series_uid,
+        [InstanceFrames(study_uid, series_uid, image["instance_uid"], image["frames"]) for image in images],
+    )
+    first = ordered[0]
+    return {
+        "study_uid": study_uid,
+        "series_uid": series_uid,
+        "modality": text_value(first, "Modality"),
+        "info": overlay_info(first),
+        "images": images,
+    }
