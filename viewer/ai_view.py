@@ -62,6 +62,7 @@ class FindingView:
     positive: bool | None = None  # None: the result does not say (e.g. a plain segmentation)
     overlays: tuple[Overlay, ...] = ()
     note: str = ""  # e.g. "the referenced image is not in the archive"
+    details: tuple[str, ...] = ()  # measurements and evaluations as text, e.g. "Diameter: 10 mm"
 
     @property
     def below_threshold(self) -> bool:
