@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
+from pydantic import BeforeValidator
 from pydicom import Dataset
 
 from openaim import audit
@@ -22,6 +23,8 @@ from viewer.templates import render
 router = APIRouter()
 
 SearchText = Annotated[str, Query(max_length=64, pattern=r"^[^\\\x00-\x1f]*$")]
+# A filter form sends its empty fields as "": that means "any", not a malformed value.
+BlankIsNone = BeforeValidator(lambda value: value or None)
 REFRESH_TRIGGER = "worklist-rows"  # the table body polls itself; its refreshes are not new queries
 MODALITIES = ("CR", "DX", "CT", "MR", "US", "MG", "PT", "NM", "XA")
 
@@ -122,11 +125,11 @@ async def worklist(
     trail: Audit,
     q: SearchText = "",
     modality: Annotated[str, Query(max_length=16, pattern=r"^[A-Z]*$")] = "",
-    date_from: date | None = None,
-    date_to: date | None = None,
-    flag: Triage | None = None,
-    ai: AIStatus | None = None,
-    read: bool | None = None,
+    date_from: Annotated[date | None, BlankIsNone] = None,
+    date_to: Annotated[date | None, BlankIsNone] = None,
+    flag: Annotated[Triage | None, BlankIsNone] = None,
+    ai: Annotated[AIStatus | None, BlankIsNone] = None,
+    read: Annotated[bool | None, BlankIsNone] = None,
 ) -> Response:
     filters = Filters(q.strip(), modality, date_from, date_to, flag, ai, read)
     studies = await find_studies(archive, filters)

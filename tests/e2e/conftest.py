@@ -5,12 +5,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Response, sync_playwright
 
 from openaim.db import make_engine, session_factory, transaction, upgrade
@@ -37,26 +39,19 @@ PASSWORD = "correct horse battery staple"
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "e2e"
 
 
-@pytest.fixture(scope="module")
-def viewer_url(
-    tmp_path_factory: pytest.TempPathFactory, orthanc: OrthancConnection, shared_data: Path
-) -> Iterator[str]:
-    """The viewer on a free loopback port, over plain HTTP as a reading-room workstation sees it.
+@dataclass(frozen=True)
+class Platform:
+    """The served viewer: its address and its database (for tests that arrange AI results)."""
 
-    ``cookie_secure`` keeps its default (True): Chromium treats http://127.0.0.1 as a secure context,
-    so it stores and sends the ``__Host-`` Secure cookies there.
-    """
-    tmp = tmp_path_factory.mktemp("platform")
-    url = f"sqlite:///{tmp / 'openaim.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    with transaction(session_factory(engine)) as db:
-        add_user(db, USERNAME, PASSWORD, {Role.RADIOLOGIST}, display_name="Dr Reader")
-    engine.dispose()
-    seed(orthanc, shared_data, limit=3)
+    url: str
+    database_url: str
+    data_dir: Path
 
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Serve ``app`` under uvicorn on a free loopback port until the block ends."""
     port = free_port()
-    app = create_app(Settings(data_dir=tmp / "data", database_url=url), orthanc)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="viewer", daemon=True)
     thread.start()
@@ -71,9 +66,38 @@ def viewer_url(
         assert thread.is_alive(), "the viewer stopped while starting"
         assert time.monotonic() < deadline, "the viewer did not answer /healthz in 15 s"
         time.sleep(0.05)
-    yield base
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory, orthanc: OrthancConnection, shared_data: Path
+) -> Iterator[Platform]:
+    """The viewer on a free loopback port, over plain HTTP as a reading-room workstation sees it.
+
+    ``cookie_secure`` keeps its default (True): Chromium treats http://127.0.0.1 as a secure context,
+    so it stores and sends the ``__Host-`` Secure cookies there.
+    """
+    tmp = tmp_path_factory.mktemp("platform")
+    url = f"sqlite:///{tmp / 'openaim.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with transaction(session_factory(engine)) as db:
+        add_user(db, USERNAME, PASSWORD, {Role.RADIOLOGIST}, display_name="Dr Reader")
+    engine.dispose()
+    seed(orthanc, shared_data, limit=3)
+    settings = Settings(data_dir=tmp / "data", database_url=url)
+    with serve(create_app(settings, orthanc)) as base:
+        yield Platform(base, url, settings.data_dir)
+
+
+@pytest.fixture(scope="module")
+def viewer_url(platform: Platform) -> str:
+    return platform.url
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +152,12 @@ def page(browser: Browser, problems: PageProblems) -> Iterator[Page]:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+def sign_in(page: Page, base_url: str, username: str = USERNAME, password: str = PASSWORD) -> None:
+    """Through the real sign-in form; lands on the worklist."""
+    page.goto(f"{base_url}/signin?next=/worklist")
+    page.get_by_label("User name").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base_url}/worklist")

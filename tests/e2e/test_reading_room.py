@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import PASSWORD, USERNAME, PageProblems
+from orthanc import OrthancConnection
+from tests.viewer.ai_fixtures import store_chest_image
+
+from .conftest import PASSWORD, USERNAME, PageProblems, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -39,9 +42,9 @@ def test_sign_in_worklist_filter_and_study(
     rows = page.locator("#worklist-rows tr")
     demo_rows = rows.filter(has_text="DEMO-")
     expect(demo_rows.first).to_be_visible()
-    expect(demo_rows.first.locator("td").first).to_contain_text("DEMO")
+    expect(demo_rows.first.locator("td").nth(1)).to_contain_text("DEMO")  # after the AI flag column
     row_count = rows.count()
-    patient_id = demo_rows.first.locator("td").nth(1).inner_text()
+    patient_id = demo_rows.first.locator("td").nth(2).inner_text()
     assert row_count >= 3
     assert page.evaluate("typeof htmx") == "object", "htmx did not load"
     page.screenshot(path=artifacts / "worklist.png", full_page=True)
@@ -52,7 +55,7 @@ def test_sign_in_worklist_filter_and_study(
     expect(rows).to_have_count(1)
     expect(rows.first).to_have_text("No studies match.")
     assert page.evaluate("window.__noReload") is True, "the filter reloaded the whole page"
-    expect(page).to_have_url(re.compile(r"patient_id=NO-SUCH-ID"))
+    expect(page).to_have_url(re.compile(r"q=NO-SUCH-ID"))
 
     page.get_by_label("Patient ID").fill(patient_id)
     expect(rows.first).to_contain_text(patient_id)
@@ -65,11 +68,31 @@ def test_sign_in_worklist_filter_and_study(
     demo_rows.first.get_by_role("link").click()
     expect(page).to_have_url(re.compile(r"/studies/[0-9.]+$"))
     expect(page.get_by_role("heading", level=1)).to_contain_text("DEMO")
-    image = page.get_by_test_id("images").locator("img").first
-    expect(image).to_be_visible()
-    page.wait_for_function("img => img.complete", arg=image.element_handle())
-    page.screenshot(path=artifacts / "study.png", full_page=True)
-    loaded = image.evaluate("img => img.naturalWidth")
-    assert loaded > 0, f"the image did not load: {problems.all()}"
+    # The images themselves: tests/e2e/test_viewport.py.
+    assert problems.all() == []
 
+
+def test_worklist_updates_by_itself_and_works_from_the_keyboard(
+    page: Page, viewer_url: str, problems: PageProblems, orthanc: OrthancConnection, shared_data: Path
+) -> None:
+    sign_in(page, viewer_url)
+    rows = page.locator("#worklist-rows tr[data-study-uid]")
+    expect(rows.first).to_be_visible()
+    page.evaluate("window.__noReload = true")
+
+    arrived = store_chest_image(orthanc, shared_data, "19990101", patient_id="LIVE-ARRIVAL")
+    new_row = page.locator(f'#worklist-rows tr[data-study-uid="{arrived.study_uid}"]')
+    expect(new_row).to_be_visible(timeout=10_000)  # the table polls; nobody pressed reload
+    assert page.evaluate("window.__noReload") is True
+    expect(new_row.get_by_test_id("ai-status")).to_have_text("waiting")  # no inference service runs here
+
+    page.locator("h1").click()  # focus on the page, not a filter
+    page.keyboard.press("ArrowDown")
+    expect(rows.first).to_have_class(re.compile("is-selected"))
+    page.keyboard.press("j")
+    expect(rows.nth(1)).to_have_class(re.compile("is-selected"))
+    page.keyboard.press("k")
+    selected = rows.first.get_attribute("data-study-uid")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(rf"/studies/{re.escape(str(selected))}$"))
     assert problems.all() == []

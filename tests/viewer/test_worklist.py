@@ -143,6 +143,11 @@ def test_page_polls_itself_and_loads_keyboard_navigation(
     assert radiologist.get("/static/worklist.js").status_code == 200
 
 
+def test_the_filter_forms_blank_fields_mean_any(radiologist: TestClient, ward: dict[str, Image2D]) -> None:
+    blank = {"q": "", "modality": "", "date_from": "", "date_to": "", "flag": "", "ai": "", "read": ""}
+    assert [row[0] for row in _rows(radiologist, ward, **blank)] == [row[0] for row in _rows(radiologist, ward)]
+
+
 def test_bad_filter_values_are_refused(radiologist: TestClient) -> None:
     for params in ({"flag": "very-urgent"}, {"ai": "maybe"}, {"date_from": "yesterday"}, {"modality": "<b>"}):
         assert radiologist.get("/worklist", params=params, headers=HTMX).status_code == 422
