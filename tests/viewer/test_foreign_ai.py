@@ -384,11 +384,13 @@ def basic_text_sr(source: Dataset) -> Dataset:
     content = hd.sr.ContainerContentItem(
         name=hd.sr.CodedConcept("18748-4", "LN", "Diagnostic imaging report"), template_id="2000"
     )
-    content.ContentSequence = [
-        hd.sr.TextContentItem(
-            name=codes.DCM.Finding, value="<b>no acute findings</b>", relationship_type="CONTAINS"
-        )
-    ]
+    content.ContentSequence = pydicom.Sequence(
+        [
+            hd.sr.TextContentItem(
+                name=codes.DCM.Finding, value="<b>no acute findings</b>", relationship_type="CONTAINS"
+            )
+        ]
+    )
     sr = hd.sr.EnhancedSR(
         evidence=[source],
         content=content,
