@@ -15,7 +15,9 @@ from inference.catalog import Mode, ModelVersion
 from inference.results import Finding, InferenceResult
 from openaim import audit
 from viewer.ai_view import ResultView
-from viewer.deps import Audit, AuditTrail, DbSession, Reader
+from viewer.archive import Archive
+from viewer.deps import ArchiveClient, Audit, AuditTrail, DbSession, Reader
+from viewer.foreign_ai import load_foreign_results
 from viewer.heatmaps import colour_mapped_png, legend_png
 from viewer.platform_ai import platform_results
 from viewer.reads import Impression, impressions_of, record_impression
@@ -35,16 +37,19 @@ def ai_hidden(db: Session, user: User, study_uid: str) -> bool:
 
 
 @router.get("/studies/{study_uid}/ai")
-def ai_panel(request: Request, study_uid: StudyUID, user: Reader, db: DbSession, trail: Audit) -> Response:
-    return _panel(request, study_uid, user, db, trail)
+async def ai_panel(
+    request: Request, study_uid: StudyUID, user: Reader, db: DbSession, archive: ArchiveClient, trail: Audit
+) -> Response:
+    return await _panel(request, study_uid, user, db, archive, trail)
 
 
 @router.post("/studies/{study_uid}/impression")
-def impression(
+async def impression(
     request: Request,
     study_uid: StudyUID,
     user: Reader,
     db: DbSession,
+    archive: ArchiveClient,
     trail: Audit,
     impression: Annotated[Impression, Form()],
 ) -> Response:
@@ -56,12 +61,14 @@ def impression(
         object_uid=study_uid,
         detail={"impression": impression.value, "ai_visible": ai_visible},
     )
-    return _panel(request, study_uid, user, db, trail)
+    return await _panel(request, study_uid, user, db, archive, trail)
 
 
-def _panel(request: Request, study_uid: str, user: User, db: Session, trail: AuditTrail) -> Response:
+async def _panel(
+    request: Request, study_uid: str, user: User, db: Session, archive: Archive, trail: AuditTrail
+) -> Response:
     hidden = ai_hidden(db, user, study_uid)
-    results = [] if hidden else platform_results(db, study_uid)
+    results = [] if hidden else await _results(db, archive, study_uid)
     for result in results:
         _audit_shown(trail, study_uid, result)
     status = study_statuses(db, [study_uid])[study_uid].ai
@@ -76,6 +83,13 @@ def _panel(request: Request, study_uid: str, user: User, db: Session, trail: Aud
         still_working=not hidden and not results and status in (AIStatus.WAITING, AIStatus.RUNNING),
         overlays=[_overlay_json(result) for result in results],
     )
+
+
+async def _results(db: Session, archive: Archive, study_uid: str) -> list[ResultView]:
+    """Ours from the database; every other SEG/SR of the study from the archive (ours are recognised by
+    their device UID there, whatever mode their version is in now, so a shadow result never slips in)."""
+    own_devices = set(db.scalars(select(ModelVersion.device_uid)))
+    return platform_results(db, study_uid) + await load_foreign_results(archive, study_uid, own_devices)
 
 
 def _overlay_json(result: ResultView) -> list[dict[str, Any]]:

@@ -39,8 +39,8 @@ function applyVisibility() {
 }
 
 function readOverlays() {
-  const data = document.getElementById("ai-overlays");
-  state.overlays = data ? JSON.parse(data.textContent) : [];
+  const body = panel();
+  state.overlays = body && body.dataset.overlays ? JSON.parse(body.dataset.overlays) : [];
   if (!state.viewport) return;
   state.viewport.setOverlays(state.overlays);
   state.viewport.setOverlayOpacity(opacity());

@@ -4,6 +4,7 @@ result shown."""
 
 from __future__ import annotations
 
+import html as html_module
 import io
 import json
 import re
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from pydicom.uid import generate_uid
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +29,7 @@ from viewer.reads import StudyRead
 from viewer.users import User
 
 from .ai_fixtures import HEATMAP_REGION, Image2D, add_result, heatmap_png, install_model, store_chest_image
+from .test_foreign_ai_archive import in_study, to_bytes
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -58,9 +61,9 @@ def _panel(client: TestClient, image: Image2D) -> str:
 
 
 def _overlays(html: str) -> list[dict[str, object]]:
-    found = re.search(r'<script type="application/json" id="ai-overlays">(.*?)</script>', html, re.S)
+    found = re.search(r"data-overlays='([^']*)'", html)
     assert found, "the panel carries no overlay data"
-    return json.loads(found.group(1))
+    return json.loads(html_module.unescape(found.group(1)))
 
 
 def test_clinical_result_with_findings_banners_and_overlays(radiologist: TestClient, study: Image2D) -> None:
@@ -137,7 +140,7 @@ def test_blinded_read_hides_the_ai_until_an_impression_and_keeps_it(
         session.execute(update(User).where(User.username == "radiologist").values(blinded_read=True))
     html = _panel(radiologist, study)
     assert 'data-testid="blinded-notice"' in html and 'data-testid="ai-result"' not in html
-    assert "ai-overlays" not in html
+    assert _overlays(html) == []
     heatmap_ids = _heatmap_ids(db)
     assert radiologist.get(f"/api/ai/findings/{heatmap_ids[0]}/heatmap.png").status_code == 403
 
@@ -164,3 +167,32 @@ def test_impression_needs_the_csrf_token_and_a_known_value(radiologist: TestClie
     token = radiologist.headers.pop("X-CSRF-Token")
     assert radiologist.post(url, data={"impression": "normal"}).status_code == 403
     radiologist.headers["X-CSRF-Token"] = token
+
+
+def test_another_vendors_seg_is_shown_with_its_masks_and_audited(
+    radiologist: TestClient, orthanc: OrthancConnection, shared_data: Path, db: sessionmaker[Session]
+) -> None:
+    study_uid = generate_uid()
+    files = [
+        shared_data / "dicom" / "foreign_ai" / "highdicom" / "seg_image_cr_binary.dcm",
+        *sorted((shared_data / "dicom" / "foreign_ai" / "referenced_cr_16x16").glob("*.dcm")),
+    ]
+    stored = [in_study(path, study_uid) for path in files]
+    with orthanc.client() as client:
+        for dataset in stored:
+            client.post("/instances", content=to_bytes(dataset)).raise_for_status()
+    seg_uid = str(stored[0].SOPInstanceUID)
+
+    html = _panel(radiologist, Image2D(study_uid, "", ""))
+    assert html.count('data-testid="ai-result"') == 1
+    assert "found in the archive" in html and "Regulatory status unknown" in html
+    assert 'data-testid="result-problem"' not in html  # its image is in the archive
+    masks = [overlay for overlay in _overlays(html) if overlay["kind"] == "mask"]
+    assert masks and all(
+        overlay["instance_uid"] in {str(d.SOPInstanceUID) for d in stored[1:]} for overlay in masks
+    )
+    picture = radiologist.get(str(masks[0]["image_url"]))
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    with db() as session:
+        shown = session.scalars(select(AuditEvent).where(AuditEvent.event_type == "AIResultShown")).all()
+    assert [json.loads(event.detail)["object_uid"] for event in shown] == [seg_uid]
