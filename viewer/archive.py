@@ -87,6 +87,11 @@ class Archive:
             raise ArchiveError(f"Orthanc answered {response.status_code} to a retrieve")
         return _single_part(response.headers.get("content-type", ""), response.content)
 
+    async def search_study_instances(self, study_uid: str) -> list[Dataset]:
+        """Every instance of a study in one request, each naming its series."""
+        params = [("includefield", tag) for tag in ("0020000E", *INSTANCE_FIELDS)]
+        return await self._search(f"/studies/{study_uid}/instances", params)
+
     async def open_stream(
         self, method: str, path: str, query: str, headers: Mapping[str, str], content: bytes = b""
     ) -> Upstream:

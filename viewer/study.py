@@ -1,7 +1,11 @@
-"""The study page: the study's series, and the images of one series as server-rendered frames."""
+"""The study page: series thumbnails, the canvas viewport (frontend/static/viewport.js) and the AI panel.
+
+The page is a shell: the viewport asks /api/.../images for the shown series and draws its frames itself.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 from fastapi import APIRouter, HTTPException, Request
@@ -17,6 +21,7 @@ from viewer.worklist import WorklistRow
 
 # Series without pixels to render as images (results, documents, key objects, presentation states).
 NON_IMAGE_MODALITIES = frozenset({"SR", "SEG", "KO", "PR", "DOC", "RWV", "REG", "PLAN"})
+THUMBNAIL_PIXELS = 128
 
 
 @dataclass(frozen=True)
@@ -27,13 +32,14 @@ class SeriesRow:
     description: str
     instances: str
     body_part: str
+    thumbnail_uid: str | None = None  # the middle image, drawn by Orthanc's /rendered (JPEG 2000 safe)
 
     @property
     def has_images(self) -> bool:
         return self.modality not in NON_IMAGE_MODALITIES
 
     @classmethod
-    def from_dataset(cls, series: Dataset) -> SeriesRow:
+    def from_dataset(cls, series: Dataset, thumbnail_uid: str | None = None) -> SeriesRow:
         return cls(
             series_uid=str(series.SeriesInstanceUID),
             modality=text_value(series, "Modality"),
@@ -41,14 +47,8 @@ class SeriesRow:
             description=text_value(series, "SeriesDescription"),
             instances=text_value(series, "NumberOfSeriesRelatedInstances"),
             body_part=text_value(series, "BodyPartExamined"),
+            thumbnail_uid=thumbnail_uid,
         )
-
-
-@dataclass(frozen=True)
-class ImageRow:
-    instance_uid: str
-    number: int
-    frames: int
 
 
 def _instance_number(instance: Dataset) -> int:
@@ -56,6 +56,19 @@ def _instance_number(instance: Dataset) -> int:
         return int(instance.get("InstanceNumber") or 0)
     except (TypeError, ValueError):
         return 0
+
+
+def middle_images(instances: list[Dataset]) -> dict[str, str]:
+    """Series UID -> the SOP Instance UID in the middle of the series (by InstanceNumber)."""
+    by_series: dict[str, list[Dataset]] = defaultdict(list)
+    for instance in instances:
+        if instance.get("Rows"):
+            by_series[str(instance.get("SeriesInstanceUID", ""))].append(instance)
+    middle = {}
+    for series_uid, items in by_series.items():
+        items.sort(key=lambda item: (_instance_number(item), str(item.SOPInstanceUID)))
+        middle[series_uid] = str(items[len(items) // 2].SOPInstanceUID)
+    return middle
 
 
 router = APIRouter()
@@ -73,33 +86,29 @@ async def study_page(
     found = await archive.find_study(study_uid)
     if found is None:
         raise HTTPException(404, "No study with this UID is in the archive.")
+    instances = await archive.search_study_instances(study_uid)
+    middle = middle_images(instances)
     series_rows = sorted(
-        (SeriesRow.from_dataset(item) for item in await archive.search_series(study_uid)),
+        (
+            SeriesRow.from_dataset(item, middle.get(str(item.SeriesInstanceUID)))
+            for item in await archive.search_series(study_uid)
+        ),
         key=lambda row: (not row.has_images, row.number.zfill(6)),
     )
     shown = next((row for row in series_rows if row.series_uid == series), None)
     if series is not None and shown is None:
         raise HTTPException(404, "No series with this UID is in the study.")
     shown = shown or next((row for row in series_rows if row.has_images), None)
-    images: list[ImageRow] = []
-    if shown is not None and shown.has_images:
-        instances = await archive.search_instances(study_uid, shown.series_uid)
-        images = sorted(
-            (
-                ImageRow(
-                    str(item.SOPInstanceUID),
-                    _instance_number(item),
-                    int(item.get("NumberOfFrames") or 1),
-                )
-                for item in instances
-            ),
-            key=lambda image: image.number,
-        )
+    if shown is not None and not shown.has_images:
+        shown = None
+    shown_instances = sum(
+        1 for item in instances if shown and item.get("SeriesInstanceUID") == shown.series_uid
+    )
     trail.record(
         audit.EventType.INSTANCES_ACCESSED,
         action=audit.Action.READ,
         object_uid=study_uid,
-        detail={"series": shown.series_uid if shown else None, "instances": len(images)},
+        detail={"series": shown.series_uid if shown else None, "instances": shown_instances},
     )
     return render(
         request,
@@ -107,5 +116,5 @@ async def study_page(
         study=WorklistRow.from_dataset(found),
         series_rows=series_rows,
         shown=shown,
-        images=images,
+        thumbnail_pixels=THUMBNAIL_PIXELS,
     )

@@ -1,0 +1,143 @@
+"""The series description the viewport draws from: display order, pixel format as served, modality LUT,
+windows, palettes and overlay texts, all checked against the DICOM files; and the study page shell."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+from pydicom.uid import ExplicitVRLittleEndian
+
+from orthanc import OrthancConnection
+
+from .viewport_files import relabelled, store
+
+
+@pytest.fixture(scope="module")
+def ct(orthanc: OrthancConnection, shared_data: Path) -> list[pydicom.Dataset]:
+    """The real 3-slice CT, stored in reverse so that the order comes from the description, not Orthanc."""
+    slices = [pydicom.dcmread(path) for path in sorted((shared_data / "dicom" / "ct_3slice").glob("*.dcm"))]
+    store(orthanc, slices[::-1])
+    return slices
+
+
+def _palette_image(shared_data: Path) -> pydicom.Dataset:
+    """A PALETTE COLOR image made from a real MR frame: 8-bit indices into a 256-entry 16-bit palette."""
+    ds = relabelled(shared_data / "dicom" / "transfer_syntax" / "emri_small.dcm", "palette")
+    frame = ds.pixel_array[0].astype(float)
+    indices = np.round(frame / frame.max() * 255).astype(np.uint8)
+    ds.NumberOfFrames = 1
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ramp = np.arange(256, dtype=np.uint16)
+    channels = (ramp * 257, (255 - ramp) * 257, (ramp // 2) * 257)  # red, green, blue
+    for offset, values in enumerate(channels, start=1):
+        ds.add_new(0x00281100 + offset, "US", [256, 0, 16])  # descriptor: entries, first mapped, bits
+        ds.add_new(0x00281200 + offset, "OW", values.astype("<u2").tobytes())
+    ds.PixelData = indices.tobytes()
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+@pytest.fixture(scope="module")
+def others(orthanc: OrthancConnection, shared_data: Path) -> dict[str, pydicom.Dataset]:
+    folder = shared_data / "dicom" / "transfer_syntax"
+    files = {
+        "multiframe": relabelled(folder / "emri_small_RLE.dcm", "images multiframe"),
+        "ybr": relabelled(folder / "pydicom_SC_rgb_jpeg_dcmtk.dcm", "images ybr"),
+        "mono1": relabelled(shared_data / "dicom" / "dx_chest" / "dx_image.dcm", "images mono1"),
+        "palette": _palette_image(shared_data),
+    }
+    store(orthanc, list(files.values()))
+    return files
+
+
+def _images(client: TestClient, ds: pydicom.Dataset) -> dict:
+    response = client.get(f"/api/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/images")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_ct_slices_in_display_order_with_modality_lut_and_window(
+    radiologist: TestClient, ct: list[pydicom.Dataset]
+) -> None:
+    body = _images(radiologist, ct[0])
+    numbers = sorted((int(ds.InstanceNumber), str(ds.SOPInstanceUID)) for ds in ct)
+    assert [image["instance_uid"] for image in body["images"]] == [uid for _, uid in numbers]
+    assert body["modality"] == "CT"
+    for image in body["images"]:
+        ds = next(d for d in ct if d.SOPInstanceUID == image["instance_uid"])
+        assert image["number"] == int(ds.InstanceNumber)
+        assert (image["rows"], image["columns"], image["frames"]) == (ds.Rows, ds.Columns, 1)
+        assert image["bits_allocated"] == ds.BitsAllocated and image["bits_stored"] == ds.BitsStored
+        assert image["pixel_representation"] == ds.PixelRepresentation == 1
+        assert image["rescale_slope"] == float(ds.RescaleSlope)
+        assert image["rescale_intercept"] == float(ds.RescaleIntercept)
+        assert image["windows"] == [{"center": float(ds.WindowCenter), "width": float(ds.WindowWidth)}]
+        assert image["photometric"] == "MONOCHROME2" and image["voi_lut_function"] == "LINEAR"
+        assert image["pixel_spacing"] == [float(v) for v in ds.PixelSpacing]
+    info = body["info"]
+    assert info["patient_id"] == ct[0].PatientID
+    assert info["series_number"] == str(ct[0].SeriesNumber)
+    assert info["study_date"] == f"{ct[0].StudyDate[:4]}-{ct[0].StudyDate[4:6]}-{ct[0].StudyDate[6:]}"
+
+
+def test_describing_a_series_loads_its_frames_in_the_background(
+    radiologist: TestClient, ct: list[pydicom.Dataset]
+) -> None:
+    body = _images(radiologist, ct[0])
+    cache = radiologist.app.state.frame_source.cache
+    wanted = {(image["instance_uid"], 1) for image in body["images"]}
+    deadline = time.monotonic() + 15
+    while not all(key in cache for key in wanted):
+        assert time.monotonic() < deadline, "the series' frames were not loaded in the background"
+        time.sleep(0.05)
+    for ds in ct:
+        assert cache.get((str(ds.SOPInstanceUID), 1)) == ds.pixel_array.astype("<i2").tobytes()
+
+
+def test_multiframe_colour_monochrome1_and_palette_are_described_as_served(
+    radiologist: TestClient, others: dict[str, pydicom.Dataset]
+) -> None:
+    (multiframe,) = _images(radiologist, others["multiframe"])["images"]
+    assert multiframe["frames"] == 10
+    (ybr,) = _images(radiologist, others["ybr"])["images"]
+    assert others["ybr"].PhotometricInterpretation == "YBR_FULL"
+    assert ybr["photometric"] == "RGB" and ybr["samples_per_pixel"] == 3
+    (mono1,) = _images(radiologist, others["mono1"])["images"]
+    assert mono1["photometric"] == "MONOCHROME1"
+    assert mono1["windows"] == [{"center": 128.0, "width": 256.0}]
+    (palette,) = _images(radiologist, others["palette"])["images"]
+    assert palette["photometric"] == "PALETTE COLOR"
+    source = others["palette"]
+    for colour in ("Red", "Green", "Blue"):
+        lut = palette["palette"][colour.lower()]
+        assert (lut["first_mapped"], lut["bits"]) == (0, 16)
+        expected = np.frombuffer(source[f"{colour}PaletteColorLookupTableData"].value, dtype="<u2")
+        assert lut["values"] == expected.tolist()
+
+
+def test_unknown_series_is_404_and_bad_uid_422(radiologist: TestClient, ct: list[pydicom.Dataset]) -> None:
+    study = ct[0].StudyInstanceUID
+    assert radiologist.get(f"/api/studies/{study}/series/1.2.3.4.5/images").status_code == 404
+    assert radiologist.get(f"/api/studies/{study}/series/1.2.x/images").status_code == 422
+
+
+def test_study_page_is_a_viewport_with_series_thumbnails_and_the_ai_panel_slot(
+    radiologist: TestClient, ct: list[pydicom.Dataset]
+) -> None:
+    page = radiologist.get(f"/studies/{ct[0].StudyInstanceUID}").text
+    assert 'id="viewport"' in page and "<canvas" in page
+    assert '<aside id="ai-panel"' in page
+    assert '<script type="module" src="/static/study.js"></script>' in page
+    series = str(ct[0].SeriesInstanceUID)
+    assert f'data-series-uid="{series}"' in page
+    assert f"/series/{series}/instances/{ct[1].SOPInstanceUID}/rendered?viewport=" in page  # middle slice
+    assert " style=" not in page  # strict CSP: no style attributes
