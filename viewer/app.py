@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from openaim.db import make_engine, session_factory
 from openaim.settings import Settings
 from orthanc import OrthancConnection
-from viewer import ai, dicomweb, foreign_masks, images, models, signin, study, worklist
+from viewer import ai, dicomweb, feedback_api, foreign_masks, images, models, signin, study, worklist
 from viewer.archive import Archive, ArchiveError
 from viewer.deps import NotSignedInError, check_csrf, current_user
 from viewer.headers import SecurityHeaders
@@ -38,7 +38,7 @@ def create_app(settings: Settings, orthanc: OrthancConnection) -> FastAPI:
 
     app.include_router(signin.router)
     signed_in = [Depends(current_user), Depends(check_csrf)]
-    for module in (worklist, study, dicomweb, models, images, ai, foreign_masks):
+    for module in (worklist, study, dicomweb, models, images, ai, foreign_masks, feedback_api):
         app.include_router(module.router, dependencies=signed_in)
 
     app.mount("/static", StaticFiles(directory=settings.frontend_dir / "static"), name="static")

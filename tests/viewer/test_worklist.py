@@ -145,7 +145,9 @@ def test_page_polls_itself_and_loads_keyboard_navigation(
 
 def test_the_filter_forms_blank_fields_mean_any(radiologist: TestClient, ward: dict[str, Image2D]) -> None:
     blank = {"q": "", "modality": "", "date_from": "", "date_to": "", "flag": "", "ai": "", "read": ""}
-    assert [row[0] for row in _rows(radiologist, ward, **blank)] == [row[0] for row in _rows(radiologist, ward)]
+    assert [row[0] for row in _rows(radiologist, ward, **blank)] == [
+        row[0] for row in _rows(radiologist, ward)
+    ]
 
 
 def test_bad_filter_values_are_refused(radiologist: TestClient) -> None:
