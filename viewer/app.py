@@ -15,7 +15,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from openaim.db import make_engine, session_factory
 from openaim.settings import Settings
 from orthanc import OrthancConnection
-from viewer import ai, dicomweb, feedback_api, foreign_masks, images, models, signin, study, worklist
+from viewer import (
+    ai,
+    case_pack,
+    dicomweb,
+    feedback_api,
+    feedback_sr,
+    foreign_masks,
+    images,
+    models,
+    review,
+    signin,
+    study,
+    worklist,
+)
 from viewer.archive import Archive, ArchiveError
 from viewer.deps import NotSignedInError, check_csrf, current_user
 from viewer.headers import SecurityHeaders
@@ -38,7 +51,20 @@ def create_app(settings: Settings, orthanc: OrthancConnection) -> FastAPI:
 
     app.include_router(signin.router)
     signed_in = [Depends(current_user), Depends(check_csrf)]
-    for module in (worklist, study, dicomweb, models, images, ai, foreign_masks, feedback_api):
+    routers = (
+        worklist,
+        study,
+        dicomweb,
+        models,
+        images,
+        ai,
+        foreign_masks,
+        feedback_api,
+        feedback_sr,
+        review,
+        case_pack,
+    )
+    for module in routers:
         app.include_router(module.router, dependencies=signed_in)
 
     app.mount("/static", StaticFiles(directory=settings.frontend_dir / "static"), name="static")
