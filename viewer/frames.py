@@ -282,9 +282,10 @@ class FrameSource:
     async def _decode(
         self, study_uid: str, series_uid: str, instance_uid: str, numbers: list[int], parts: list[FramePart]
     ) -> dict[int, bytes]:
-        fmt = self._formats.get(instance_uid) or await self._format(study_uid, series_uid, instance_uid)
-        if not any(needs_decoding(part.transfer_syntax, fmt.photometric) for part in parts):
+        fmt = self._formats.get(instance_uid)  # known once the viewport asked for the series' description
+        if not any(needs_decoding(part.transfer_syntax, fmt.photometric if fmt else None) for part in parts):
             return dict(zip(numbers, (part.data for part in parts), strict=True))
+        fmt = fmt or await self._format(study_uid, series_uid, instance_uid)
         try:
             decoded = await asyncio.to_thread(_decode_all, parts, fmt)
         except Exception as error:  # pydicom lacks a codec (12-bit JPEG extended), or corrupt data

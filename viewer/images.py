@@ -23,6 +23,17 @@ from viewer.uids import SeriesUID, StudyUID
 
 router = APIRouter(prefix="/api")
 
+# The attributes read from each instance's metadata: converting only these keeps a 200-slice CT's
+# description (2.7 MB of DICOM JSON) to a few milliseconds of Python.
+WANTED_TAGS = frozenset(
+    {
+        "00080005", "00080018", "00080020", "00080060", "00081030", "0008103E", "00100010", "00100020",
+        "00181164", "00200011", "00200013", "00200032", "00200037", "00280002", "00280004", "00280006",
+        "00280008", "00280010", "00280011", "00280030", "00280100", "00280101", "00280102", "00280103",
+        "00281050", "00281051", "00281052", "00281053", "00281056", "52009229", "52009230",
+    }
+)  # fmt: skip
+PER_FRAME_GROUPS = "52009230"
 # Red, green, blue: (descriptor, data) tags of the Palette Color Lookup Table module (PS3.3 C.7.6.3).
 PALETTE_TAGS = (("00281101", "00281201"), ("00281102", "00281202"), ("00281103", "00281203"))
 
@@ -155,9 +166,14 @@ def display_order(datasets: Iterable[Dataset]) -> list[Dataset]:
     )
 
 
-def _no_bulk_data(tag: str, vr: str, uri: str) -> bytes:
-    """Bulk data is not fetched while reading metadata (pydicom would otherwise open each URI)."""
-    return b""
+def _wanted(item: dict[str, Any]) -> dict[str, Any]:
+    """The attributes the description needs; of the per-frame groups, the first frame's only. No bulk
+    data: pydicom would fetch it (a bulk data handler instead costs a signature inspection per element)."""
+    wanted = {tag: value for tag, value in item.items() if tag in WANTED_TAGS and "BulkDataURI" not in value}
+    per_frame = wanted.get(PER_FRAME_GROUPS)
+    if per_frame and per_frame.get("Value"):
+        wanted[PER_FRAME_GROUPS] = {**per_frame, "Value": per_frame["Value"][:1]}
+    return wanted
 
 
 async def _palette(item: dict[str, Any], archive: ArchiveClient) -> dict[str, Any] | None:
@@ -189,7 +205,7 @@ async def series_images(
     raw = await archive.series_metadata(study_uid, series_uid)
     by_uid = {}
     for item in raw:
-        ds = Dataset.from_json(item, bulk_data_uri_handler=_no_bulk_data)
+        ds = Dataset.from_json(_wanted(item))
         by_uid[str(ds.get("SOPInstanceUID", ""))] = (ds, item)
     ordered = display_order(ds for ds, _ in by_uid.values())
     if not ordered:
