@@ -24,6 +24,14 @@ def test_orthanc_answers_the_platform_with_dicomweb_and_gdcm(orthanc: OrthancCon
         assert client.get("/dicom-web/studies").status_code == 200
 
 
+def test_answers_are_not_gzipped_on_loopback(orthanc: OrthancConnection) -> None:
+    """Compressing every frame cost Orthanc more CPU than loopback bandwidth ever would."""
+    with orthanc.client() as client:
+        response = client.get("/dicom-web/studies", headers={"Accept-Encoding": "gzip"})
+    assert response.status_code == 200
+    assert "content-encoding" not in response.headers
+
+
 def test_configuration_is_loopback_only_with_generated_credentials(
     orthanc_server: OrthancServer,
 ) -> None:
