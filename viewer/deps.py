@@ -109,6 +109,7 @@ def require_roles(*roles: Role) -> Callable[[User], User]:
 
 Reader = Annotated[User, Depends(require_roles(Role.RADIOLOGIST, Role.REVIEWER, Role.ADMIN))]
 Admin = Annotated[User, Depends(require_roles(Role.ADMIN))]
+Reviewer = Annotated[User, Depends(require_roles(Role.REVIEWER, Role.ADMIN))]
 
 
 async def check_csrf(
