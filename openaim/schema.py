@@ -3,6 +3,6 @@
 from inference import catalog, jobs, results, router, watcher  # noqa: F401  (registers the tables)
 from openaim import audit  # noqa: F401
 from openaim.db import Base
-from viewer import feedback, reads, sessions, users  # noqa: F401
+from viewer import feedback, reads, review_models, sessions, users  # noqa: F401
 
 metadata = Base.metadata
