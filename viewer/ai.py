@@ -14,9 +14,11 @@ from sqlalchemy.orm import Session
 from inference.catalog import Mode, ModelVersion
 from inference.results import Finding, InferenceResult
 from openaim import audit
+from viewer import feedback
 from viewer.ai_view import ResultView
 from viewer.archive import Archive
 from viewer.deps import ArchiveClient, Audit, AuditTrail, DbSession, Reader
+from viewer.feedback import Kind, Reason
 from viewer.foreign_ai import load_foreign_results
 from viewer.heatmaps import colour_mapped_png, legend_png
 from viewer.platform_ai import platform_results
@@ -29,6 +31,12 @@ from viewer.users import User
 router = APIRouter()
 
 IMMUTABLE = {"cache-control": "private, max-age=3600"}
+DISAGREE_REASONS = {
+    Reason.FALSE_POSITIVE_ARTEFACT: "False positive: artefact",
+    Reason.FALSE_POSITIVE_NORMAL_VARIANT: "False positive: normal variant",
+    Reason.FALSE_POSITIVE_OTHER_FINDING: "False positive: another finding",
+    Reason.WRONG_LOCATION: "Wrong location",
+}
 
 
 def ai_hidden(db: Session, user: User, study_uid: str) -> bool:
@@ -72,6 +80,7 @@ async def _panel(
     for result in results:
         _audit_shown(trail, study_uid, result)
     status = study_statuses(db, [study_uid])[study_uid].ai
+    mine = {row.target: row for row in feedback.current(db, study_uid, user)}
     return render(
         request,
         "ai_panel.html",
@@ -79,6 +88,9 @@ async def _panel(
         hidden=hidden,
         results=results,
         impressions=impressions_of(db, user, study_uid),
+        mine=mine,
+        missed=[row for row in mine.values() if row.kind == Kind.MISSED.value],
+        reasons=DISAGREE_REASONS,
         status=status,
         still_working=not hidden and not results and status in (AIStatus.WAITING, AIStatus.RUNNING),
         overlays=[_overlay_json(result) for result in results],

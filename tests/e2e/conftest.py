@@ -49,9 +49,9 @@ class Platform:
 
 
 @contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Serve ``app`` under uvicorn on a free loopback port until the block ends."""
-    port = free_port()
+def serve(app: FastAPI, port: int | None = None) -> Iterator[str]:
+    """Serve ``app`` under uvicorn on a loopback port (a free one by default) until the block ends."""
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="viewer", daemon=True)
     thread.start()

@@ -1,0 +1,264 @@
+// Second-reader feedback from the AI panel: a verdict per finding (two clicks, or one key on the chosen
+// finding: Y agree, N disagree, U unsure), a reason and comment, a missed finding drawn as a box (M), the
+// study's triage answer and review flag. Nothing is lost: every save goes through an outbox kept in
+// localStorage and is sent again until the server has it; the client-made id makes a resend harmless.
+
+const OUTBOX_KEY = "openaim-feedback-outbox";
+const RETRY_MS = [1000, 2000, 4000, 8000, 15000];
+const openedAt = performance.now();
+let attempt = 0;
+let timer = null;
+let sending = false;
+
+function panel() {
+  return document.getElementById("ai-panel-body");
+}
+
+function csrfToken() {
+  const holder = document.body.getAttribute("hx-headers");
+  return holder ? JSON.parse(holder)["X-CSRF-Token"] : "";
+}
+
+function outbox() {
+  try {
+    return JSON.parse(localStorage.getItem(OUTBOX_KEY) || "[]");
+  } catch {
+    return [];
+  }
+}
+
+function keep(items) {
+  localStorage.setItem(OUTBOX_KEY, JSON.stringify(items));
+}
+
+function showStatus(text, state) {
+  const status = document.querySelector("[data-testid=save-status]");
+  if (!status) return;
+  status.textContent = text;
+  status.dataset.state = state;
+}
+
+/** Queue one save and try to send it at once. */
+function save(studyUid, body) {
+  const item = { studyUid, body: { client_id: crypto.randomUUID(), seconds_on_study: secondsOnStudy(), ...body } };
+  keep([...outbox(), item]);
+  flush();
+  return item.body.client_id;
+}
+
+function secondsOnStudy() {
+  return Math.round((performance.now() - openedAt) / 100) / 10;
+}
+
+async function flush() {
+  if (sending) return;
+  sending = true;
+  clearTimeout(timer);
+  try {
+    for (let items = outbox(); items.length > 0; items = outbox()) {
+      const [item] = items;
+      showStatus(`Saving… (${items.length} to send)`, "saving");
+      const answer = await send(item);
+      if (answer === "retry") {
+        const delay = RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)];
+        attempt += 1;
+        showStatus(`Not saved yet: the server did not answer. Retrying in ${delay / 1000} s (${items.length} waiting).`, "retrying");
+        timer = setTimeout(flush, delay);
+        return;
+      }
+      attempt = 0;
+      keep(outbox().filter((other) => other.body.client_id !== item.body.client_id));
+      if (answer !== "ok") showStatus(`Not saved: ${answer}`, "refused");
+      else showStatus("Saved.", "saved");
+    }
+  } finally {
+    sending = false;
+  }
+}
+
+/** "ok", "retry" (network or server trouble: keep it), or the reason it was refused (drop it). */
+async function send(item) {
+  let response;
+  try {
+    response = await fetch(`/api/studies/${item.studyUid}/feedback`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },
+      body: JSON.stringify(item.body),
+      credentials: "same-origin",
+    });
+  } catch {
+    return "retry";
+  }
+  if (response.ok) return "ok";
+  if (response.status >= 500 || response.status === 409 || response.status === 429) return "retry";
+  const detail = await response.json().catch(() => ({}));
+  return typeof detail.detail === "string" ? detail.detail : `the server refused it (${response.status})`;
+}
+
+function findingBody(item, verdict) {
+  const reason = item.querySelector(".reason");
+  const comment = item.querySelector(".comment");
+  return {
+    kind: "finding",
+    result_id: item.dataset.resultId,
+    finding_id: item.dataset.findingId,
+    verdict,
+    reason: verdict === "disagree" && reason && reason.value ? reason.value : null,
+    comment: comment && comment.value.trim() ? comment.value.trim() : null,
+  };
+}
+
+function choose(item, verdict) {
+  item.dataset.verdict = verdict;
+  for (const button of item.querySelectorAll(".verdict-button")) {
+    const chosen = button.dataset.verdict === verdict;
+    button.classList.toggle("is-chosen", chosen);
+    button.setAttribute("aria-pressed", String(chosen));
+  }
+  const reason = item.querySelector(".reason");
+  if (reason) reason.hidden = verdict !== "disagree";
+  save(panel().dataset.studyUid, findingBody(item, verdict));
+}
+
+function studyBody(overrides) {
+  const chosen = document.querySelector("#ai-panel-body .triage-button.is-chosen");
+  const flagged = document.querySelector("#ai-panel-body .review-requested");
+  return {
+    kind: "study",
+    triage_correct: chosen ? chosen.dataset.triageCorrect === "true" : null,
+    review_requested: flagged ? flagged.checked : false,
+    ...overrides,
+  };
+}
+
+// ---- a missed finding: the next drag on the image draws its box ----
+
+function markMissed() {
+  const viewport = document.openaimViewport;
+  if (!viewport || !viewport.current) return;
+  const canvas = viewport.canvas;
+  showStatus("Draw a box around the missed finding on the image (Esc cancels).", "marking");
+  canvas.classList.add("is-marking");
+  const toImage = (event) => {
+    const rect = canvas.getBoundingClientRect();
+    const scale = canvas.width / rect.width;
+    return [
+      ((event.clientX - rect.left) * scale - viewport.view.x) / viewport.view.zoom,
+      ((event.clientY - rect.top) * scale - viewport.view.y) / viewport.view.zoom,
+    ];
+  };
+  let start = null;
+  const base = viewport.overlays.slice();
+  const onDown = (event) => {
+    event.stopImmediatePropagation();
+    event.preventDefault();
+    start = toImage(event);
+    canvas.setPointerCapture(event.pointerId);
+  };
+  const onMove = (event) => {
+    if (!start) return;
+    event.stopImmediatePropagation();
+    viewport.setOverlays([...base, draft(viewport, start, toImage(event))]);
+  };
+  const onUp = (event) => {
+    if (!start) return;
+    event.stopImmediatePropagation();
+    const box = draft(viewport, start, toImage(event)).rect;
+    finish();
+    if (box[2] - box[0] < 2 || box[3] - box[1] < 2) return showStatus("The box was too small; press M to try again.", "refused");
+    const slice = viewport.current;
+    const missed = { instance_uid: slice.image.instance_uid, frame: slice.frame, box: box.map((v) => Math.round(v * 10) / 10) };
+    const comment = document.querySelector("#ai-panel-body .comment-missed");
+    save(panel().dataset.studyUid, { kind: "missed", missed_id: crypto.randomUUID(), mark: missed, comment: comment && comment.value.trim() ? comment.value.trim() : null });
+    viewport.setOverlays([...base, { ...draft(viewport, start, toImage(event)), id: `missed-${Date.now()}`, label: "missed (yours)" }]);
+  };
+  const onKey = (event) => {
+    if (event.key === "Escape") {
+      finish();
+      viewport.setOverlays(base);
+      showStatus("Marking cancelled.", "saved");
+    }
+  };
+  function finish() {
+    canvas.classList.remove("is-marking");
+    canvas.removeEventListener("pointerdown", onDown, true);
+    canvas.removeEventListener("pointermove", onMove, true);
+    canvas.removeEventListener("pointerup", onUp, true);
+    document.removeEventListener("keydown", onKey, true);
+  }
+  canvas.addEventListener("pointerdown", onDown, true);
+  canvas.addEventListener("pointermove", onMove, true);
+  canvas.addEventListener("pointerup", onUp, true);
+  document.addEventListener("keydown", onKey, true);
+}
+
+function draft(viewport, from, to) {
+  const slice = viewport.current;
+  const rect = [Math.min(from[0], to[0]), Math.min(from[1], to[1]), Math.max(from[0], to[0]), Math.max(from[1], to[1])];
+  return { id: "missed-draft", kind: "box", instance_uid: slice.image.instance_uid, frame: slice.frame, rect, label: "missed", colour: "#4dd0e1" };
+}
+
+async function publish() {
+  const studyUid = panel().dataset.studyUid;
+  if (outbox().length > 0) return showStatus("Waiting for your feedback to be saved first; press Done again in a moment.", "retrying");
+  let response;
+  try {
+    response = await fetch(`/api/studies/${studyUid}/feedback/sr`, { method: "POST", headers: { "X-CSRF-Token": csrfToken() }, credentials: "same-origin" });
+  } catch {
+    return showStatus("Could not reach the server to store the DICOM record; your feedback itself is saved. Try Done again.", "retrying");
+  }
+  if (response.ok) showStatus("Saved, and stored in the archive as a DICOM SR.", "published");
+  else {
+    const detail = await response.json().catch(() => ({}));
+    showStatus(`The DICOM record was not stored: ${typeof detail.detail === "string" ? detail.detail : response.status}`, "refused");
+  }
+}
+
+// ---- wiring ----
+
+document.addEventListener("click", (event) => {
+  const target = event.target instanceof Element ? event.target : null;
+  if (!target || !panel() || !panel().contains(target)) return;
+  const verdict = target.closest(".verdict-button");
+  if (verdict) return choose(verdict.closest("li.finding"), verdict.dataset.verdict);
+  const triage = target.closest(".triage-button");
+  if (triage) {
+    for (const other of panel().querySelectorAll(".triage-button")) other.classList.toggle("is-chosen", other === triage);
+    return save(panel().dataset.studyUid, studyBody({}));
+  }
+  if (target.closest(".mark-missed")) return markMissed();
+  if (target.closest(".feedback-done")) return publish();
+});
+
+document.addEventListener("change", (event) => {
+  const target = event.target;
+  if (!(target instanceof HTMLElement) || !panel() || !panel().contains(target)) return;
+  const item = target.closest("li.finding");
+  if (item && (target.classList.contains("reason") || target.classList.contains("comment")) && item.dataset.verdict) {
+    save(panel().dataset.studyUid, findingBody(item, item.dataset.verdict));
+  } else if (target.classList.contains("review-requested")) {
+    save(panel().dataset.studyUid, studyBody({}));
+  }
+});
+
+const KEYS = { y: "agree", n: "disagree", u: "unsure" };
+
+document.addEventListener("keydown", (event) => {
+  if (event.ctrlKey || event.metaKey || event.altKey || !panel()) return;
+  const target = event.target;
+  if (target instanceof HTMLElement && (["INPUT", "SELECT", "TEXTAREA"].includes(target.tagName) && target.type !== "checkbox")) return;
+  const key = event.key.toLowerCase();
+  if (key === "m" && panel().querySelector(".mark-missed")) {
+    markMissed();
+    event.preventDefault();
+    return;
+  }
+  const current = panel().querySelector("li.finding.is-current") || panel().querySelector("li.finding");
+  if (KEYS[key] && current && current.querySelector(".verdict-button")) {
+    choose(current, KEYS[key]);
+    event.preventDefault();
+  }
+});
+
+window.addEventListener("online", flush);
+flush(); // anything left from a previous page (a save the server never confirmed) goes first
