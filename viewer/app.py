@@ -40,6 +40,8 @@ def create_app(settings: Settings, orthanc: OrthancConnection) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.archive = Archive(orthanc)
         yield
+        if (frames := getattr(app.state, "frame_source", None)) is not None:  # made on first use
+            await frames.aclose()
         await app.state.archive.aclose()
         app.state.engine.dispose()
 
