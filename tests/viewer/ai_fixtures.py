@@ -60,14 +60,21 @@ class Image2D:
 
 
 def store_chest_image(
-    orthanc: OrthancConnection, shared_data: Path, study_date: str, patient_id: str, accession: str = ""
+    orthanc: OrthancConnection,
+    shared_data: Path,
+    study_date: str,
+    patient_id: str,
+    accession: str = "",
+    patient_name: str = "",
 ) -> Image2D:
-    """The real DX chest image under new UIDs, a date and a patient ID of the test's choosing."""
+    """The real DX chest image under new UIDs, a date and a patient ID (and name) of the test's choosing."""
     dataset = pydicom.dcmread(shared_data / "dicom" / "dx_chest" / "dx_image.dcm")
     dataset.StudyInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
     dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     dataset.StudyDate, dataset.StudyTime, dataset.PatientID = study_date, "101500", patient_id
     dataset.AccessionNumber = accession
+    if patient_name:
+        dataset.PatientName = patient_name
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     with orthanc.client() as client:
