@@ -149,13 +149,12 @@ def build_feedback_sr(
     findings: Sequence[FindingAssessment],
     missed: Sequence[MissedFinding],
     study: StudyAssessment | None,
-    images: Sequence[Dataset],
     placement: Placement,
 ) -> Dataset:
-    """The SR of one reader's feedback on one study. ``images`` are the attributes of the images the
-    feedback is about (evidence beside the AI SRs); the first evidence object gives the patient and
-    study attributes, so nothing is added that the study does not already have."""
-    evidence = _evidence(findings, study, images)
+    """The SR of one reader's feedback on one study. Its evidence is the AI SRs judged and the images
+    marked; the first of them gives the patient and study attributes, so nothing is added that the
+    study does not already have."""
+    evidence = _evidence(findings, missed, study)
     if not evidence:
         raise ValueError("feedback with neither an AI result nor an image to reference")
     uid = placement.sop_instance_uid
@@ -193,11 +192,13 @@ def build_feedback_sr(
 
 
 def _evidence(
-    findings: Sequence[FindingAssessment], study: StudyAssessment | None, images: Sequence[Dataset]
+    findings: Sequence[FindingAssessment], missed: Sequence[MissedFinding], study: StudyAssessment | None
 ) -> list[Dataset]:
-    """The AI SRs first (complete objects, with the patient and study attributes), then the images;
-    each once."""
+    """The AI SRs first (complete objects, with the patient and study attributes), then the marked
+    images; each once."""
     srs = [item.result_sr for item in findings] + list(study.result_srs if study else ())
+    marks = [item.location for item in findings if item.location] + [item.mark for item in missed]
+    images = [mark.image for mark in marks]
     unique: dict[str, Dataset] = {}
     for dataset in [*srs, *images]:
         unique.setdefault(str(dataset.SOPInstanceUID), dataset)

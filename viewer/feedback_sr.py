@@ -104,9 +104,8 @@ async def publish_feedback_sr(
             if row.kind == Kind.MISSED and row.mark
         ]
         study = await _study(db, sources, rows, impressions)
-        images = [item.mark.image for item in missed]
         dataset = build_feedback_sr(
-            user.display_name, findings, missed, study, images, _placement(user, study_uid, rows, impressions)
+            user.display_name, findings, missed, study, _placement(user, study_uid, rows, impressions)
         )
         answer = await archive.store_instance(_encoded(dataset))
     except ArchiveError as error:

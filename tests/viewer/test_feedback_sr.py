@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,8 @@ from openaim.audit import AuditEvent
 from openaim.settings import Settings
 from orthanc import OrthancConnection
 from tests.inference.dicom_results.conftest import dciodvfy_errors, dsrdump
-from viewer.feedback_dicom import ASSESSMENT, MISSED_FINDING, REASON, TRIAGE_CORRECT, person_name
+from viewer.feedback import Reason
+from viewer.feedback_dicom import ASSESSMENT, MISSED_FINDING, REASON, REASONS, TRIAGE_CORRECT, person_name
 
 from .ai_fixtures import Image2D, add_result, install_model, store_chest_image
 from .conftest import sign_in
@@ -109,9 +111,10 @@ def study(
     return Study(image, f"platform-{result}", findings, _store_ai_sr(orthanc, db, image, result))
 
 
-def _post(client: TestClient, study: Study, body: dict[str, object]) -> None:
-    body = {"client_id": str(uuid.uuid4())} | body
-    response = client.post(f"/api/studies/{study.image.study_uid}/feedback", json=body)
+def _post(client: TestClient, study: Study, body: Mapping[str, object]) -> None:
+    response = client.post(
+        f"/api/studies/{study.image.study_uid}/feedback", json={"client_id": str(uuid.uuid4()), **body}
+    )
     assert response.status_code == 201, response.text
 
 
@@ -300,3 +303,45 @@ def test_publishing_needs_a_reading_role(client: TestClient, study: Study) -> No
     sign_in(client, "governance")
     response = client.post(f"/api/studies/{study.image.study_uid}/feedback/sr")
     assert response.status_code == 403
+
+
+def test_a_wrong_location_keeps_the_readers_box_beside_the_verdict(
+    radiologist: TestClient, study: Study, orthanc: OrthancConnection, tmp_path: Path
+) -> None:
+    where = {"instance_uid": study.image.instance_uid, "frame": 1, "box": [100.0, 80.0, 30.0, 20.0]}
+    _verdict(radiologist, study, "Effusion", "disagree", reason="wrong_location", mark=where)
+    path = tmp_path / "feedback.dcm"
+    _retrieve(orthanc, study, _publish(radiologist, study)).save_as(path, enforce_file_format=True)
+    report = _read(path)
+    assert _evaluation(_groups(report)["Effusion"], REASON) == REASONS[Reason.WRONG_LOCATION]
+    (located,) = report.get_planar_roi_measurement_groups(graphic_type=hd.sr.GraphicTypeValues.POLYLINE)
+    assert located.tracking_identifier == "Effusion location by reader"
+    assert located.roi is not None  # the box as drawn right-to-left, stored with its corners in order
+    np.testing.assert_allclose(located.roi.value, [[30, 20], [100, 20], [100, 80], [30, 80], [30, 20]])
+
+
+def test_a_verdict_on_another_vendors_sr_references_that_sr(
+    radiologist: TestClient, study: Study, orthanc: OrthancConnection, tmp_path: Path
+) -> None:
+    source = _orthanc_file(orthanc, study.image.instance_uid)
+    vendor = Algorithm("acme.lung", "Acme Lung", "Acme", "7.1", "1.2.826.0.1.3680043.10.1234.99.0")
+    finding = FindingResult("Nodule", "Lung nodule", None, 0.7, 0.5, True, [], None)
+    foreign = build_sr(
+        source, [finding], None, vendor, sop_instance_uid=generate_uid(), series_instance_uid=generate_uid()
+    )
+    _store(orthanc, foreign)
+    result_id = f"foreign-{foreign.SOPInstanceUID}"
+    body = {"kind": "finding", "result_id": result_id, "finding_id": f"{result_id}-group-1"}
+    _post(radiologist, study, body | {"verdict": "disagree", "reason": "false_positive_other_finding"})
+    path = tmp_path / "feedback.dcm"
+    _retrieve(orthanc, study, _publish(radiologist, study)).save_as(path, enforce_file_format=True)
+
+    group = _groups(_read(path))["Nodule"]
+    assert _evaluation(group, ASSESSMENT) == REJECTED
+    assert group.finding_type == hd.sr.CodedConcept("Nodule", "99OPENAIM", "Lung nodule")
+    [document] = _items(group, codes.DCM.SourceDocument)
+    assert document.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == foreign.SOPInstanceUID
+    [name] = _items(group, codes.DCM.AlgorithmName)
+    [device] = _items(group, codes.DCM.DeviceObserverUID)
+    assert (name.TextValue, device.UID) == ("Acme Lung", vendor.device_uid)
+    assert dciodvfy_errors(path) == []
