@@ -5,7 +5,7 @@ and the roles they need. A route names an alias (``Reader``, ``Admin``...) and c
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -47,7 +47,7 @@ def cookie_names(settings: Settings) -> tuple[str, str]:
     return f"{prefix}openaim_session", f"{prefix}openaim_csrf"
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -68,7 +68,7 @@ def get_db(request: Request) -> Iterator[Session]:
             audit.record(factory, event_type, **fields)
 
 
-def get_archive(request: Request) -> Archive:
+async def get_archive(request: Request) -> Archive:
     archive: Archive = request.app.state.archive
     return archive
 
@@ -87,7 +87,7 @@ def signed_in_session(request: Request, db: DbSession) -> UserSession | None:
     return session
 
 
-def current_user(
+async def current_user(
     session: Annotated[UserSession | None, Depends(signed_in_session)],
 ) -> User:
     if session is None:
@@ -98,8 +98,8 @@ def current_user(
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
-def require_roles(*roles: Role) -> Callable[[User], User]:
-    def check(user: CurrentUser) -> User:
+def require_roles(*roles: Role) -> Callable[[User], Awaitable[User]]:
+    async def check(user: CurrentUser) -> User:
         if not user.has_any_role(*roles):
             raise HTTPException(403, "Your role does not allow this.")
         return user
@@ -146,7 +146,7 @@ class AuditTrail:
         self._pending.append((event_type, fields))
 
 
-def get_audit_trail(
+async def get_audit_trail(
     request: Request, session: Annotated[UserSession | None, Depends(signed_in_session)]
 ) -> AuditTrail:
     return AuditTrail(request, session)

@@ -380,7 +380,7 @@ def _decode_all(parts: list[FramePart], fmt: PixelFormat) -> list[bytes]:
     ]
 
 
-def get_frame_source(request: Request) -> FrameSource:
+async def get_frame_source(request: Request) -> FrameSource:
     """The app's one frame source, made on first use for the app's current archive client."""
     state = request.app.state
     source: FrameSource | None = getattr(state, "frame_source", None)

@@ -16,6 +16,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException
 from pydicom import Dataset
 
+from viewer.archive import Archive
 from viewer.deps import ArchiveClient, Reader
 from viewer.dicom_text import dicom_date, person_name, text_value
 from viewer.frames import Frames, InstanceFrames, PixelFormat, parse_multipart
@@ -200,8 +201,16 @@ async def _palette(item: dict[str, Any], archive: ArchiveClient) -> dict[str, An
 
 @router.get("/studies/{study_uid}/series/{series_uid}/images")
 async def series_images(
-    study_uid: StudyUID, series_uid: SeriesUID, _: Reader, archive: ArchiveClient, source: Frames
+    study_uid: StudyUID,
+    series_uid: SeriesUID,
+    _: Reader,
+    archive: ArchiveClient,
+    source: Frames,
+    first: bool = False,
 ) -> dict[str, Any]:
+    """Every image of the series; with ``first``, only the first one, fast (see ``first_image``)."""
+    if first and (quick := await first_image(archive, study_uid, series_uid)) is not None:
+        return quick
     raw = await archive.series_metadata(study_uid, series_uid)
     by_uid = {}
     for item in raw:
@@ -220,11 +229,34 @@ async def series_images(
         series_uid,
         [InstanceFrames(study_uid, series_uid, image["instance_uid"], image["frames"]) for image in images],
     )
-    first = ordered[0]
+    return _series_answer(study_uid, series_uid, ordered[0], images, complete=True)
+
+
+async def first_image(archive: Archive, study_uid: str, series_uid: str) -> dict[str, Any] | None:
+    """The first image in display order, from the archive's index (instance numbers) and that one
+    instance's metadata: Orthanc answers that in milliseconds, where the whole series' metadata means
+    reading every file (~1 s for 200 CT slices). The viewport draws it while the rest is on its way.
+    None when this shortcut does not apply (a palette image, which needs its lookup tables fetched)."""
+    listed = await archive.search_instances(study_uid, series_uid)
+    if not listed:
+        raise HTTPException(404, "No images in this series.")
+    lowest = min(listed, key=lambda item: (instance_number(item) is None, instance_number(item) or 0))
+    ds = await archive.instance_metadata(study_uid, series_uid, str(lowest.SOPInstanceUID))
+    if ds is None:
+        raise HTTPException(404, "No images in this series.")
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR":
+        return None
+    return _series_answer(study_uid, series_uid, ds, [describe(ds, None)], complete=False)
+
+
+def _series_answer(
+    study_uid: str, series_uid: str, first: Dataset, images: list[dict[str, Any]], complete: bool
+) -> dict[str, Any]:
     return {
         "study_uid": study_uid,
         "series_uid": series_uid,
         "modality": text_value(first, "Modality"),
         "info": overlay_info(first),
         "images": images,
+        "complete": complete,  # False: only the first image; ask again without ``first`` for the rest
     }

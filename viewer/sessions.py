@@ -11,7 +11,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from sqlalchemy import ForeignKey, String, delete, select
-from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Session, joinedload, mapped_column, relationship
 
 from openaim.db import Base, UTCDateTime, utcnow
 from viewer.users import User
@@ -47,7 +47,13 @@ def start_session(db: Session, user: User, hours: float) -> tuple[str, UserSessi
 
 def find_session(db: Session, token: str) -> UserSession | None:
     """The live session for this token, or None when unknown, expired or its user is disabled."""
-    row = db.scalar(select(UserSession).where(UserSession.token_hash == _hash(token)))
+    # One query for the session, its user and the roles: this runs on every request, pixels included.
+    query = (
+        select(UserSession)
+        .options(joinedload(UserSession.user).joinedload(User.role_rows))
+        .where(UserSession.token_hash == _hash(token))
+    )
+    row = db.scalars(query).unique().one_or_none()
     if row is None or row.expires_at <= utcnow() or not row.user.active:
         return None
     return row

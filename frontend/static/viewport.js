@@ -174,6 +174,11 @@ export function renderFrame(values, image, window, rgba, tables) {
 
 // ---- the viewport --------------------------------------------------------------------------------------
 
+/** One entry per frame, in display order. */
+function slicesOf(description) {
+  return description.images.flatMap((image) => Array.from({ length: image.frames }, (_, i) => ({ image, frame: i + 1 })));
+}
+
 export class Viewport extends EventTarget {
   /** @param {HTMLElement} element the viewport section: a canvas, the info corners, the tool buttons */
   constructor(element, studyUid) {
@@ -225,11 +230,27 @@ export class Viewport extends EventTarget {
     if (this.abort) this.abort.abort();
     this.abort = new AbortController();
     const signal = this.abort.signal;
-    const response = await fetch(`/api/studies/${this.studyUid}/series/${seriesUid}/images`, { signal, headers: { Accept: "application/json" } });
-    if (!response.ok) throw new Error(`series description: HTTP ${response.status}`);
-    const body = await response.json();
+    const url = `/api/studies/${this.studyUid}/series/${seriesUid}/images`;
+    const describe = async (query) => {
+      const response = await fetch(url + query, { signal, headers: { Accept: "application/json" } });
+      if (!response.ok) throw new Error(`series description: HTTP ${response.status}`);
+      return response.json();
+    };
+    // The first image's description comes from the archive's index in milliseconds; the whole series'
+    // needs every file read. Draw the first image as soon as it can be, then take in the rest.
+    const whole = describe("");
+    const first = describe("?first=true").catch(() => null);
+    const quick = await Promise.race([whole, first.then((body) => body || whole)]);
+    this._useDescription(quick);
+    const shown = this.show(0);
+    if (!quick.complete) this._takeRest(await whole);
+    await shown;
+    this._prefetch(signal);
+  }
+
+  _useDescription(body) {
     this.series = body;
-    this.slices = body.images.flatMap((image) => Array.from({ length: image.frames }, (_, i) => ({ image, frame: i + 1 })));
+    this.slices = slicesOf(body);
     this.frames = new Map();
     this.pending = new Map();
     this.tables = {};
@@ -239,8 +260,16 @@ export class Viewport extends EventTarget {
     this.view.fitted = true;
     this._showPresets();
     this._writeInfo();
-    await this.show(0);
-    this._prefetch(signal);
+  }
+
+  /** The full description after the first image's: same slice on screen, frames and window kept. */
+  _takeRest(body) {
+    const current = this.current;
+    this.series = body;
+    this.slices = slicesOf(body);
+    const index = current ? this.slices.findIndex((s) => s.image.instance_uid === current.image.instance_uid && s.frame === current.frame) : -1;
+    this.index = Math.max(index, 0);
+    this._writeInfo();
   }
 
   /** Go to a slice (0-based index in display order). */
@@ -250,7 +279,7 @@ export class Viewport extends EventTarget {
     const slice = this.current;
     this._writeInfo();
     const values = this.frames.get(key(slice)) || (await this._load(slice, this.abort && this.abort.signal));
-    if (slice !== this.current || !values) return; // the reader moved on meanwhile
+    if (!values || !this.current || key(slice) !== key(this.current)) return; // the reader moved on meanwhile
     if (!this._window) this._window = this._initialWindow(slice.image, values);
     this._draw();
     if (this.timing.first_image_ms === null) this.timing.first_image_ms = performance.now();
