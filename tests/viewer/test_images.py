@@ -124,6 +124,22 @@ def test_multiframe_colour_monochrome1_and_palette_are_described_as_served(
         assert lut["values"] == expected.tolist()
 
 
+def test_first_image_alone_is_described_as_the_whole_series_describes_it(
+    radiologist: TestClient, ct: list[pydicom.Dataset], others: dict[str, pydicom.Dataset]
+) -> None:
+    for ds in (ct[0], *others.values()):
+        url = f"/api/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/images"
+        whole = radiologist.get(url).json()
+        first = radiologist.get(url, params={"first": "true"}).json()
+        assert whole["complete"] is True
+        if whole["images"][0]["photometric"] == "PALETTE COLOR":  # needs its tables: no shortcut
+            assert first == whole
+            continue
+        assert first["complete"] is False
+        assert first["images"] == whole["images"][:1]
+        assert (first["modality"], first["info"]) == (whole["modality"], whole["info"])
+
+
 def test_unknown_series_is_404_and_bad_uid_422(radiologist: TestClient, ct: list[pydicom.Dataset]) -> None:
     study = ct[0].StudyInstanceUID
     assert radiologist.get(f"/api/studies/{study}/series/1.2.3.4.5/images").status_code == 404
