@@ -73,7 +73,9 @@ async def get_archive(request: Request) -> Archive:
     return archive
 
 
-DbSession = Annotated[Session, Depends(get_db)]
+# scope="function": committed before the response is sent. By default FastAPI ends a yield dependency
+# after sending, and a browser following a 303 at once (sign-in, a form) could read the state from before.
+DbSession = Annotated[Session, Depends(get_db, scope="function")]
 ArchiveClient = Annotated[Archive, Depends(get_archive)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 
