@@ -225,7 +225,7 @@ async def decide(
         detail={"review_meeting": meeting.id, "case": number, "outcome": decision.outcome}
         | {"learning_point": decision.learning_point, "follow_up": decision.follow_up},
     )
-    return RedirectResponse(f"/review/meetings/{meeting.id}/cases/{number}?saved=1", status_code=303)
+    return RedirectResponse(f"/review/meetings/{meeting.id}/cases/{number}", status_code=303)
 
 
 @router.post("/review/meetings/{meeting_id}/end")
