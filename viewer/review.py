@@ -98,6 +98,8 @@ def new_meeting(
     guests: LongText = "",
 ) -> Response:
     """Start a meeting over the chosen queue cases, in the order the form lists them (the queue's)."""
+    if not title.strip():
+        raise HTTPException(422, "A meeting needs a title.")
     if any(not re.fullmatch(UID_PATTERN, uid) for uid in case):
         raise HTTPException(422, "A case is not a study UID.")
     queued = {item.study_uid: item for item in review_queue(db, QueueFilters())}
