@@ -505,7 +505,8 @@ export class Viewport extends EventTarget {
         const [x0, y0, x1, y1] = overlay.region;
         if (picture && picture.complete && picture.naturalWidth) {
           ctx.globalAlpha = this.overlayOpacity;
-          ctx.imageSmoothingEnabled = true;
+          // A heatmap is a coarse map of a smooth quantity; a mask labels exact pixels: keep them crisp.
+          ctx.imageSmoothingEnabled = overlay.kind === "heatmap";
           ctx.drawImage(picture, x0, y0, x1 - x0, y1 - y0);
           ctx.globalAlpha = 1;
         }

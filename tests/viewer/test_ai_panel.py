@@ -76,6 +76,7 @@ def test_clinical_result_with_findings_banners_and_overlays(radiologist: TestCli
     assert "0.25 &lt; 0.4" in html
     assert 'data-testid="trial-banner"' in html and "Research use only" in html
     assert 'data-testid="result-triage">urgent<' in html
+    assert 'data-testid="legend"' in html  # a heatmap is shown, so its colour scale is
     assert HOSTILE not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
 
     overlays = _overlays(html)
@@ -187,6 +188,7 @@ def test_another_vendors_seg_is_shown_with_its_masks_and_audited(
     assert html.count('data-testid="ai-result"') == 1
     assert "found in the archive" in html and "Regulatory status unknown" in html
     assert 'data-testid="result-problem"' not in html  # its image is in the archive
+    assert 'data-testid="legend"' not in html  # masks only: no heatmap colour scale to explain
     masks = [overlay for overlay in _overlays(html) if overlay["kind"] == "mask"]
     assert masks and all(
         overlay["instance_uid"] in {str(d.SOPInstanceUID) for d in stored[1:]} for overlay in masks
