@@ -31,6 +31,16 @@ class Upstream:
     close: Callable[[], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class IndexedInstance:
+    """An instance as Orthanc's own index knows it (no file read)."""
+
+    instance_uid: str
+    series_uid: str
+    number: int | None  # InstanceNumber
+    frames: int
+
+
 class Archive:
     def __init__(self, connection: OrthancConnection) -> None:
         self.connection = connection
@@ -118,6 +128,41 @@ class Archive:
         except httpx.TransportError as error:
             raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
 
+    async def indexed_instances(self, study_uid: str, series_uid: str | None = None) -> list[IndexedInstance]:
+        """The instances of a study (or of one of its series) from Orthanc's index, through its REST API.
+
+        QIDO-RS at instance level reads every file: 250-500 ms for a 200-slice CT, where the index answers
+        in ~5 ms. Only what the index holds comes back: UIDs, instance numbers, frame counts.
+        """
+        study_id = await self._orthanc_id(study_uid, "Study")
+        if study_id is None:
+            return []
+        series = await self._rest(f"/studies/{study_id}/series")
+        uid_of = {item["ID"]: item["MainDicomTags"].get("SeriesInstanceUID", "") for item in series}
+        if series_uid is not None:
+            ids = [orthanc_id for orthanc_id, uid in uid_of.items() if uid == series_uid]
+            listed = [
+                item for orthanc_id in ids for item in await self._rest(f"/series/{orthanc_id}/instances")
+            ]
+        else:
+            listed = await self._rest(f"/studies/{study_id}/instances")
+        return [_indexed(item, uid_of.get(item.get("ParentSeries", ""), "")) for item in listed]
+
+    async def _orthanc_id(self, uid: str, level: str) -> str | None:
+        try:
+            response = await self._client.post(f"{self.connection.url}/tools/lookup", content=uid)
+        except httpx.TransportError as error:
+            raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
+        if response.status_code != 200:
+            raise ArchiveError(f"Orthanc answered {response.status_code} to a lookup")
+        return next((item["ID"] for item in response.json() if item.get("Type") == level), None)
+
+    async def _rest(self, path: str) -> Any:
+        response = await self._get(f"{self.connection.url}{path}", "application/json")
+        if response.status_code != 200:
+            raise ArchiveError(f"Orthanc answered {response.status_code} to {path.split('/')[1]}")
+        return response.json()
+
     async def series_metadata(self, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
         """Every instance's attributes (DICOM JSON) in one request; empty when the series is unknown."""
         response = await self._get(
@@ -189,3 +234,15 @@ def _single_part(content_type: str, body: bytes) -> bytes:
     start = body.index(b"\r\n\r\n") + 4
     end = body.rindex(b"\r\n--" + boundary.encode())
     return body[start:end]
+
+
+def _indexed(item: dict[str, Any], series_uid: str) -> IndexedInstance:
+    tags = item.get("MainDicomTags", {})
+    number = str(tags.get("InstanceNumber", "")).strip()
+    frames = str(tags.get("NumberOfFrames", "")).strip()
+    return IndexedInstance(
+        instance_uid=str(tags.get("SOPInstanceUID", "")),
+        series_uid=series_uid,
+        number=int(number) if number.lstrip("-").isdigit() else None,
+        frames=int(frames) if frames.isdigit() and int(frames) > 0 else 1,
+    )

@@ -41,6 +41,8 @@ RESULT_CLASSES = frozenset({SEGMENTATION_STORAGE, *SR_CLASSES})
 UNKNOWN = "unknown"
 CACHE_BYTES = 256 * 1024 * 1024  # parsed SEG/SR kept per process, by the size of their files
 PARALLEL_RETRIEVES = 4
+RESULT_MODALITIES = frozenset({"SR", "SEG"})
+SMALL_SERIES = 16  # instances: a series this small is scanned for results whatever its modality
 # TID 1004 device observer concepts (DCM): UID, name, manufacturer, model name
 DEVICE_UID, DEVICE_NAME, DEVICE_MANUFACTURER, DEVICE_MODEL = "121012", "121013", "121014", "121015"
 
@@ -233,17 +235,21 @@ async def load_foreign_results(
 ) -> list[ResultView]:
     """Every SEG and SR of the study not made by this platform (``ignore_device_uids``), read against the
     images of the study that the archive holds."""
-    series_uids = [str(series.SeriesInstanceUID) for series in await archive.search_series(study_uid)]
+    series_list, indexed = await asyncio.gather(
+        archive.search_series(study_uid), archive.indexed_instances(study_uid)
+    )
+    # SOP classes come only from QIDO-RS, which reads every file: ask it only about series that may hold
+    # results. The index (no file read) gives every image and its frame count.
+    series_uids = [str(series.SeriesInstanceUID) for series in series_list if _may_hold_results(series)]
     listings = await asyncio.gather(*(archive.search_instances(study_uid, uid) for uid in series_uids))
-    images: dict[str, int] = {}
+    images = {instance.instance_uid: instance.frames for instance in indexed}
     objects: list[tuple[str, str]] = []
     for series_uid, instances in zip(series_uids, listings, strict=True):
         for instance in instances:
-            sop_uid = str(instance.get("SOPInstanceUID", ""))
             if str(instance.get("SOPClassUID", "")) in RESULT_CLASSES:
+                sop_uid = str(instance.get("SOPInstanceUID", ""))
                 objects.append((series_uid, sop_uid))
-            elif sop_uid:
-                images[sop_uid] = int(instance.get("NumberOfFrames") or 1)
+                images.pop(sop_uid, None)
     gate = asyncio.Semaphore(PARALLEL_RETRIEVES)
 
     async def one(series_uid: str, sop_uid: str) -> ResultView | None:
@@ -254,6 +260,17 @@ async def load_foreign_results(
     return sorted(
         (view for view in views if view is not None), key=lambda view: (view.created or "", view.id)
     )
+
+
+def _may_hold_results(series: Dataset) -> bool:
+    """SR and SEG series, and small series of any modality: some writers put a result in the series of
+    its images (highdicom's test SR shares its CT's series). A large image series is never scanned."""
+    if str(series.get("Modality", "")) in RESULT_MODALITIES:
+        return True
+    try:
+        return int(series.get("NumberOfSeriesRelatedInstances") or 0) <= SMALL_SERIES
+    except (TypeError, ValueError):
+        return True
 
 
 async def _one_result(

@@ -73,10 +73,21 @@ async def case_images(archive: Archive, study_uid: str, results: list[ResultView
         for finding in result.findings
         if finding.instance_uid in by_uid
     ]
-    middles = middle_images([item for item in instances if str(item.SeriesInstanceUID) in image_series])
+    middles = middle_images(
+        (str(item.SeriesInstanceUID), _number(item), str(item.SOPInstanceUID))
+        for item in instances
+        if str(item.SeriesInstanceUID) in image_series
+    )
     wanted += list(middles.values())
     chosen = list(dict.fromkeys(uid for uid in wanted if uid))[:MAX_IMAGES]
     return [_image(by_uid[uid], results) for uid in chosen]
+
+
+def _number(instance: Dataset) -> int:
+    try:
+        return int(instance.get("InstanceNumber") or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _image(instance: Dataset, results: list[ResultView]) -> CaseImage:

@@ -6,6 +6,7 @@ The page is a shell: the viewport asks /api/.../images for the shown series and 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fastapi import APIRouter, HTTPException, Request
@@ -51,24 +52,13 @@ class SeriesRow:
         )
 
 
-def _instance_number(instance: Dataset) -> int:
-    try:
-        return int(instance.get("InstanceNumber") or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-def middle_images(instances: list[Dataset]) -> dict[str, str]:
-    """Series UID -> the SOP Instance UID in the middle of the series (by InstanceNumber)."""
-    by_series: dict[str, list[Dataset]] = defaultdict(list)
-    for instance in instances:
-        if instance.get("Rows"):
-            by_series[str(instance.get("SeriesInstanceUID", ""))].append(instance)
-    middle = {}
-    for series_uid, items in by_series.items():
-        items.sort(key=lambda item: (_instance_number(item), str(item.SOPInstanceUID)))
-        middle[series_uid] = str(items[len(items) // 2].SOPInstanceUID)
-    return middle
+def middle_images(instances: Iterable[tuple[str, int, str]]) -> dict[str, str]:
+    """(series UID, instance number, SOP Instance UID) of each instance -> for each series, the UID of
+    the instance in its middle by instance number."""
+    by_series: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for series_uid, number, instance_uid in instances:
+        by_series[series_uid].append((number, instance_uid))
+    return {series_uid: sorted(items)[len(items) // 2][1] for series_uid, items in by_series.items()}
 
 
 router = APIRouter()
@@ -86,8 +76,8 @@ async def study_page(
     found = await archive.find_study(study_uid)
     if found is None:
         raise HTTPException(404, "No study with this UID is in the archive.")
-    instances = await archive.search_study_instances(study_uid)
-    middle = middle_images(instances)
+    instances = await archive.indexed_instances(study_uid)
+    middle = middle_images((item.series_uid, item.number or 0, item.instance_uid) for item in instances)
     series_rows = sorted(
         (
             SeriesRow.from_dataset(item, middle.get(str(item.SeriesInstanceUID)))
@@ -101,9 +91,7 @@ async def study_page(
     shown = shown or next((row for row in series_rows if row.has_images), None)
     if shown is not None and not shown.has_images:
         shown = None
-    shown_instances = sum(
-        1 for item in instances if shown and item.get("SeriesInstanceUID") == shown.series_uid
-    )
+    shown_instances = sum(1 for item in instances if shown and item.series_uid == shown.series_uid)
     trail.record(
         audit.EventType.INSTANCES_ACCESSED,
         action=audit.Action.READ,

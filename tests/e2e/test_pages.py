@@ -13,7 +13,7 @@ from inference.catalog import Mode
 from openaim.db import make_engine, session_factory, transaction
 from openaim.settings import Settings
 from orthanc import OrthancConnection
-from tests.viewer.ai_fixtures import add_result, install_model, store_chest_image
+from tests.viewer.ai_fixtures import add_result, install_model, renumbered, store, store_chest_image
 from viewer.users import Role, add_user
 
 from .conftest import PASSWORD, PageProblems, Platform, sign_in
@@ -43,16 +43,17 @@ def pages(
     add_result(db, with_ai, model, "urgent", {"Effusion": 0.9, "Pneumothorax": 0.1})
     engine.dispose()
 
-    files = [
-        shared_data / "dicom" / "foreign_ai" / "highdicom" / "seg_image_ct_binary_overlap.dcm",
-        *sorted((shared_data / "dicom" / "foreign_ai" / "referenced_ct_16x16").glob("*.dcm")),
-    ]
+    foreign = renumbered(
+        [
+            shared_data / "dicom" / "foreign_ai" / "highdicom" / "seg_image_ct_binary_overlap.dcm",
+            *sorted((shared_data / "dicom" / "foreign_ai" / "referenced_ct_16x16").glob("*.dcm")),
+        ]
+    )
+    store(orthanc, foreign)
+    foreign_study = foreign[0].StudyInstanceUID
     with orthanc.client() as client:
-        for path in files:
-            client.post("/instances", content=path.read_bytes()).raise_for_status()  # stored once, as is
         for path in sorted((shared_data / "dicom" / "ct_3slice").glob("*.dcm")):
             client.post("/instances", content=path.read_bytes()).raise_for_status()
-    foreign_study = pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
     ct = pydicom.dcmread(next((shared_data / "dicom" / "ct_3slice").glob("*.dcm")), stop_before_pixels=True)
     return [
         "/worklist",

@@ -140,3 +140,40 @@ def add_result(
         session.add(result)
         session.flush()
         return result.id
+
+
+def renumbered(paths: list[Path]) -> list[pydicom.Dataset]:
+    """The files as a new study: every study, series, instance and frame-of-reference UID they hold
+    replaced by a new one, consistently (a SEG or SR still points at its images), so that the copy never
+    shares a SOP Instance UID with another test's (Orthanc's WADO-RS cannot retrieve a duplicated one)."""
+    datasets = [pydicom.dcmread(path) for path in paths]
+    keywords = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
+    mapping = {
+        str(value): generate_uid()
+        for dataset in datasets
+        for keyword in keywords
+        if (value := dataset.get(keyword))
+    }
+
+    def remap(dataset: pydicom.Dataset) -> None:
+        for element in dataset:
+            if element.VR == "SQ":
+                for item in element.value:
+                    remap(item)
+            elif element.VR == "UI" and element.value:
+                values = element.value if element.VM > 1 else [element.value]
+                new = [mapping.get(str(value), str(value)) for value in values]
+                element.value = new if element.VM > 1 else new[0]
+
+    for dataset in datasets:
+        remap(dataset)
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    return datasets
+
+
+def store(orthanc: OrthancConnection, datasets: list[pydicom.Dataset]) -> None:
+    with orthanc.client() as client:
+        for dataset in datasets:
+            buffer = io.BytesIO()
+            dataset.save_as(buffer, enforce_file_format=True)
+            client.post("/instances", content=buffer.getvalue()).raise_for_status()

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from pydicom.uid import generate_uid
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,8 +27,16 @@ from viewer.heatmaps import colour_table
 from viewer.reads import StudyRead
 from viewer.users import User
 
-from .ai_fixtures import HEATMAP_REGION, Image2D, add_result, heatmap_png, install_model, store_chest_image
-from .test_foreign_ai_archive import in_study, to_bytes
+from .ai_fixtures import (
+    HEATMAP_REGION,
+    Image2D,
+    add_result,
+    heatmap_png,
+    install_model,
+    renumbered,
+    store,
+    store_chest_image,
+)
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -173,15 +180,14 @@ def test_impression_needs_the_csrf_token_and_a_known_value(radiologist: TestClie
 def test_another_vendors_seg_is_shown_with_its_masks_and_audited(
     radiologist: TestClient, orthanc: OrthancConnection, shared_data: Path, db: sessionmaker[Session]
 ) -> None:
-    study_uid = generate_uid()
-    files = [
-        shared_data / "dicom" / "foreign_ai" / "highdicom" / "seg_image_cr_binary.dcm",
-        *sorted((shared_data / "dicom" / "foreign_ai" / "referenced_cr_16x16").glob("*.dcm")),
-    ]
-    stored = [in_study(path, study_uid) for path in files]
-    with orthanc.client() as client:
-        for dataset in stored:
-            client.post("/instances", content=to_bytes(dataset)).raise_for_status()
+    stored = renumbered(
+        [
+            shared_data / "dicom" / "foreign_ai" / "highdicom" / "seg_image_cr_binary.dcm",
+            *sorted((shared_data / "dicom" / "foreign_ai" / "referenced_cr_16x16").glob("*.dcm")),
+        ]
+    )
+    store(orthanc, stored)
+    study_uid = str(stored[0].StudyInstanceUID)
     seg_uid = str(stored[0].SOPInstanceUID)
 
     html = _panel(radiologist, Image2D(study_uid, "", ""))
