@@ -16,7 +16,16 @@ from starlette.background import BackgroundTask
 from openaim import audit
 from viewer.archive import Archive, ArchiveError
 from viewer.deps import Admin, ArchiveClient, Audit, Reader
-from viewer.frames import AS_STORED, EXPLICIT_LE, FrameError, Frames, multipart_body, transfer_syntax_of
+from viewer.frames import (
+    AS_STORED,
+    EXPLICIT_LE,
+    FrameError,
+    Frames,
+    InstanceFrames,
+    multipart_body,
+    series_bulk,
+    transfer_syntax_of,
+)
 from viewer.stow import UploadError, read_upload, stow_response
 from viewer.uids import FrameList, InstanceUID, SeriesUID, StudyUID
 
@@ -105,6 +114,36 @@ def frames_answer(accept: str) -> str | None:
         return None
     types = re.findall(r'type\s*=\s*"?([^";,\s]+)', accept)
     return EXPLICIT_LE if all(t == "application/octet-stream" for t in types) else None
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}")
+async def series_bulk_data(
+    request: Request,
+    study_uid: StudyUID,
+    series_uid: SeriesUID,
+    _: Reader,
+    archive: ArchiveClient,
+    source: Frames,
+) -> Response:
+    """WADO-RS Retrieve Series as bulk data (PS3.18: Accept multipart/related; type=application/octet-stream):
+    every frame of the series in one answer, in instance-number order, each part named by its
+    Content-Location. Orthanc's plugin offers no series bulk data; the viewport loads a series this way,
+    from the platform's frame cache, instead of with one request per frame."""
+    accept = request.headers.get("accept", "")
+    if "application/octet-stream" not in accept or frames_answer(accept) != EXPLICIT_LE:
+        raise HTTPException(406, "A series is served as bulk data: Explicit VR Little Endian frames.")
+    indexed = await archive.indexed_instances(study_uid, series_uid)
+    if not indexed:
+        raise HTTPException(404, "Not found in the archive.")
+    ordered = sorted(indexed, key=lambda item: (item.number is None, item.number or 0, item.instance_uid))
+    instances = [InstanceFrames(study_uid, series_uid, item.instance_uid, item.frames) for item in ordered]
+    boundary = secrets.token_hex(16)
+    return StreamingResponse(
+        series_bulk(source, instances, boundary),
+        media_type=f'multipart/related; type="application/octet-stream"; transfer-syntax={EXPLICIT_LE}; '
+        f"boundary={boundary}",
+        headers={"cache-control": "private, max-age=3600"},
+    )
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/frames/{frames}")

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from typing import Annotated, Any
@@ -144,9 +144,55 @@ def parse_multipart(content_type: str, body: bytes) -> list[FramePart]:
 
 def multipart_body(frames: Sequence[bytes], boundary: str) -> bytes:
     """The platform's own frames answer: one application/octet-stream part per frame, Explicit VR LE."""
-    head = f"--{boundary}\r\nContent-Type: application/octet-stream; transfer-syntax={EXPLICIT_LE}\r\n\r\n"
-    body = b"".join(head.encode() + frame + b"\r\n" for frame in frames)
+    body = b"".join(part_head(boundary) + frame + b"\r\n" for frame in frames)
     return body + f"--{boundary}--\r\n".encode()
+
+
+def part_head(boundary: str, location: str | None = None) -> bytes:
+    """One part's delimiter and headers; a bulk data part names its frame (PS3.18 Content-Location)."""
+    named = f"Content-Location: {location}\r\n" if location else ""
+    content_type = f"Content-Type: application/octet-stream; transfer-syntax={EXPLICIT_LE}\r\n"
+    return f"--{boundary}\r\n{content_type}{named}\r\n".encode()
+
+
+def frame_location(instance: InstanceFrames, number: int) -> str:
+    series = f"/dicomweb/studies/{instance.study_uid}/series/{instance.series_uid}"
+    return f"{series}/instances/{instance.instance_uid}/frames/{number}"
+
+
+async def series_bulk(
+    source: FrameSource, instances: Sequence[InstanceFrames], boundary: str, lookahead: int = 8
+) -> AsyncIterator[bytes]:
+    """Every frame of the instances, in their order, as one multipart stream of bulk data parts.
+
+    A few instances are loaded ahead of the one being sent. An instance that cannot be loaded is left
+    out (a client fetches what it lacks frame by frame); its neighbours are still sent.
+    """
+
+    async def load(instance: InstanceFrames) -> list[bytes]:
+        numbers = range(1, instance.frames + 1)
+        return await source.frames(instance.study_uid, instance.series_uid, instance.instance_uid, numbers)
+
+    ahead: deque[tuple[InstanceFrames, asyncio.Task[list[bytes]]]] = deque()
+    queue = iter(instances)
+    try:
+        while True:
+            while len(ahead) < lookahead and (instance := next(queue, None)) is not None:
+                ahead.append((instance, asyncio.create_task(load(instance))))
+            if not ahead:
+                break
+            instance, task = ahead.popleft()
+            try:
+                frames = await task
+            except (FrameError, ArchiveError) as error:
+                log.warning("series bulk data: an instance left out (%s)", error.__class__.__name__)
+                continue
+            for number, frame in enumerate(frames, start=1):
+                yield part_head(boundary, frame_location(instance, number)) + frame + b"\r\n"
+        yield f"--{boundary}--\r\n".encode()
+    finally:  # the browser went away: stop loading for it
+        for _, task in ahead:
+            task.cancel()
 
 
 def needs_decoding(transfer_syntax: str, photometric: str | None) -> bool:

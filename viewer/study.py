@@ -8,14 +8,17 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydicom import Dataset
 
 from openaim import audit
+from viewer.archive import Archive
 from viewer.deps import ArchiveClient, Audit, Reader
 from viewer.dicom_text import text_value
+from viewer.images import first_image
 from viewer.templates import render
 from viewer.uids import OptionalSeriesUID, StudyUID
 from viewer.worklist import WorklistRow
@@ -64,6 +67,14 @@ def middle_images(instances: Iterable[tuple[str, int, str]]) -> dict[str, str]:
 router = APIRouter()
 
 
+async def _first_image(archive: Archive, study_uid: str, series_uid: str) -> dict[str, Any] | None:
+    """The shown series' first image description, or None (the viewport then asks for it itself)."""
+    try:
+        return await first_image(archive, study_uid, series_uid)
+    except HTTPException:  # no images in the series: the viewport says so
+        return None
+
+
 @router.get("/studies/{study_uid}")
 async def study_page(
     request: Request,
@@ -98,9 +109,11 @@ async def study_page(
         object_uid=study_uid,
         detail={"series": shown.series_uid if shown else None, "instances": shown_instances},
     )
+    first = await _first_image(archive, study_uid, shown.series_uid) if shown is not None else None
     return render(
         request,
         "study.html",
+        first_image=first,
         study=WorklistRow.from_dataset(found),
         series_rows=series_rows,
         shown=shown,

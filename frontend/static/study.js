@@ -17,7 +17,7 @@ if (room && element && room.dataset.seriesUid) {
   document.openaimViewport = viewport;
   element.focus();
   viewport
-    .loadSeries(room.dataset.seriesUid)
+    .loadSeries(room.dataset.seriesUid, room.dataset.firstImage ? JSON.parse(room.dataset.firstImage) : null)
     .catch((error) => viewport._status(`Could not load the series: ${error.message}`))
     .finally(() => document.dispatchEvent(new CustomEvent("openaim:viewport-ready", { detail: { viewport } })));
 

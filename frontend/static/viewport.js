@@ -4,7 +4,7 @@
 // in image space. DICOM strings are hostile: they only ever reach the page through textContent.
 
 export const FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1';
-const IN_FLIGHT = 4; // frame requests at a time while a series loads in the background
+const IN_FLIGHT = 6; // frame requests at a time while a series loads (a browser's connections per host)
 const ZOOM_STEP = 1.25;
 
 // Window presets per modality (centre, width in modality units), keys 1-4.
@@ -35,6 +35,49 @@ export function parseMultipart(contentType, buffer) {
     parts.push(bytes.subarray(headerEnd + 4, starts[k + 1] - 2)); // the CRLF before the delimiter
   }
   return parts;
+}
+
+/** Parts of a multipart/related body as its bytes arrive: ``onPart(headers, body)`` for each whole part. */
+class MultipartStream {
+  constructor(boundary, onPart) {
+    this.delimiter = new TextEncoder().encode(`--${boundary}`);
+    this.onPart = onPart;
+    this.buffer = new Uint8Array(1 << 20);
+    this.length = 0;
+    this.searched = 0; // bytes already searched for the next delimiter: never searched twice
+  }
+
+  push(chunk) {
+    if (this.length + chunk.length > this.buffer.length) {
+      const grown = new Uint8Array(Math.max(this.buffer.length * 2, this.length + chunk.length));
+      grown.set(this.buffer.subarray(0, this.length));
+      this.buffer = grown;
+    }
+    this.buffer.set(chunk, this.length);
+    this.length += chunk.length;
+    this._drain();
+  }
+
+  _drain() {
+    const size = this.delimiter.length;
+    for (;;) {
+      const bytes = this.buffer.subarray(0, this.length);
+      const start = indexOf(bytes, this.delimiter, 0); // the buffer begins with a part's delimiter
+      if (start < 0) return;
+      const next = indexOf(bytes, this.delimiter, Math.max(start + size, this.searched - size));
+      if (next < 0) {
+        this.searched = this.length;
+        return;
+      }
+      const headerEnd = indexOf(bytes, new Uint8Array([13, 10, 13, 10]), start + size);
+      if (headerEnd >= 0 && headerEnd < next) {
+        this.onPart(new TextDecoder().decode(bytes.subarray(start + size, headerEnd)), bytes.subarray(headerEnd + 4, next - 2));
+      }
+      this.buffer.copyWithin(0, next, this.length);
+      this.length -= next;
+      this.searched = 0;
+    }
+  }
 }
 
 function indexOf(bytes, pattern, from) {
@@ -220,13 +263,15 @@ export class Viewport extends EventTarget {
     return {
       frames_loaded: this.slices.filter((s) => this.frames.has(key(s))).length,
       frames_total: this.slices.length,
+      complete: Boolean(this.series && this.series.complete !== false), // false: only the first image known yet
       first_image_ms: this.timing.first_image_ms,
       all_loaded_ms: this.timing.all_loaded_ms,
     };
   }
 
   /** Show a series: its description first, then the current frame, then every other frame nearest first. */
-  async loadSeries(seriesUid) {
+  /** ``first``: the series' first image's description when the page already has it (see images.py). */
+  async loadSeries(seriesUid, first = null) {
     if (this.abort) this.abort.abort();
     this.abort = new AbortController();
     const signal = this.abort.signal;
@@ -238,14 +283,16 @@ export class Viewport extends EventTarget {
     };
     // The first image's description comes from the archive's index in milliseconds; the whole series'
     // needs every file read. Draw the first image as soon as it can be, then take in the rest.
-    const whole = describe("");
-    const first = describe("?first=true").catch(() => null);
-    const quick = await Promise.race([whole, first.then((body) => body || whole)]);
+    // Asked one after the other: parsing the whole series' description would hold up the first.
+    const given = first && first.series_uid === seriesUid ? first : null;
+    const quick = given || (await describe("?first=true").catch(() => null)) || (await describe(""));
     this._useDescription(quick);
-    const shown = this.show(0);
-    if (!quick.complete) this._takeRest(await whole);
-    await shown;
-    this._prefetch(signal);
+    await this.show(0); // the rest of the description only then: its work on the server would delay this frame
+    if (!quick.complete) this._takeRest(await describe(""));
+    await this._loadSeriesBulk(signal).catch((error) => {
+      if (error.name !== "AbortError") console.warn(`series bulk data: ${error.message}; loading frame by frame`);
+    });
+    this._prefetch(signal); // whatever the bulk answer lacked, and every frame if it failed
   }
 
   _useDescription(body) {
@@ -270,6 +317,7 @@ export class Viewport extends EventTarget {
     const index = current ? this.slices.findIndex((s) => s.image.instance_uid === current.image.instance_uid && s.frame === current.frame) : -1;
     this.index = Math.max(index, 0);
     this._writeInfo();
+    this._noteLoaded();
   }
 
   /** Go to a slice (0-based index in display order). */
@@ -408,6 +456,26 @@ export class Viewport extends EventTarget {
     return promise;
   }
 
+  /** The whole series in one streamed answer (WADO-RS series bulk data), each frame kept as it arrives. */
+  async _loadSeriesBulk(signal) {
+    const missing = this.slices.filter((slice) => !this.frames.has(key(slice)) && !this.pending.has(key(slice)));
+    if (missing.length < 2) return;
+    const response = await fetch(`/dicomweb/studies/${this.studyUid}/series/${this.series.series_uid}`, { signal, headers: { Accept: FRAME_ACCEPT } });
+    const boundary = /boundary="?([^";]+)"?/i.exec(response.headers.get("content-type") || "");
+    if (!response.ok || !response.body || !boundary) throw new Error(`HTTP ${response.status}`);
+    const byKey = new Map(this.slices.map((slice) => [key(slice), slice]));
+    const stream = new MultipartStream(boundary[1], (headers, body) => {
+      const named = /\/instances\/([0-9.]+)\/frames\/([0-9]+)/.exec(headers);
+      const slice = named && byKey.get(`${named[1]}/${named[2]}`);
+      if (!slice || this.frames.has(key(slice))) return;
+      this.frames.set(key(slice), storedValues(body, slice.image));
+      this._noteLoaded();
+      if (slice === this.current && this.timing.first_image_ms === null) this.show(this.index);
+    });
+    const reader = response.body.getReader();
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) stream.push(chunk.value);
+  }
+
   async _prefetch(signal) {
     const order = this.slices
       .map((slice, index) => ({ slice, distance: Math.abs(index - this.index) }))
@@ -424,8 +492,8 @@ export class Viewport extends EventTarget {
   }
 
   _noteLoaded() {
-    const { frames_loaded, frames_total } = this.stats();
-    if (frames_loaded === frames_total && this.timing.all_loaded_ms === null) this.timing.all_loaded_ms = performance.now();
+    const { frames_loaded, frames_total, complete } = this.stats();
+    if (complete && frames_loaded === frames_total && this.timing.all_loaded_ms === null) this.timing.all_loaded_ms = performance.now();
     this._setInfo("loading", frames_loaded < frames_total ? `Loading ${frames_loaded}/${frames_total}` : "");
   }
 

@@ -13,7 +13,8 @@ from inference.catalog import Mode
 from openaim.db import make_engine, session_factory, transaction
 from openaim.settings import Settings
 from orthanc import OrthancConnection
-from tests.viewer.ai_fixtures import add_result, install_model, renumbered, store, store_chest_image
+from tests.viewer.ai_fixtures import add_result, install_model, renumbered, store_chest_image
+from tests.viewer.viewport_files import store
 from viewer.users import Role, add_user
 
 from .conftest import PASSWORD, PageProblems, Platform, sign_in

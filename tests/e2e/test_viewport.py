@@ -22,7 +22,8 @@ pytestmark = pytest.mark.browser
 DICOM = Path("dicom")
 LOADED = (
     "() => { const v = document.openaimViewport;"
-    " return !!v && v.stats().frames_total > 0 && v.stats().frames_loaded === v.stats().frames_total"
+    " return !!v && v.stats().complete && v.stats().frames_total > 0"
+    " && v.stats().frames_loaded === v.stats().frames_total"
     " && v.stats().first_image_ms !== null; }"
 )
 READ_PIXELS = """(points) => {
@@ -142,9 +143,15 @@ def test_wheel_and_arrow_keys_scroll_through_slices(
 ) -> None:
     page = signed_in
     ct = read_all(shared_data, "ct_3slice")
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
     open_series(page, viewer_url, ct[0])
     window = {"center": 40.0, "width": 400.0}
     expect(page.get_by_test_id("slice")).to_have_text("Image 1/3")
+    # The first frame alone, then the rest of the series in one bulk data answer, not frame by frame.
+    page.wait_for_function(LOADED)
+    assert sum("/frames/" in url for url in asked) == 1, asked
+    assert sum(url.endswith(f"/series/{ct[0].SeriesInstanceUID}") for url in asked) == 1, asked
     page.evaluate(
         "window.changes = [];"
         "document.addEventListener('openaim:image-changed', (e) => window.changes.push(e.detail))"

@@ -169,11 +169,3 @@ def renumbered(paths: list[Path]) -> list[pydicom.Dataset]:
         remap(dataset)
         dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
     return datasets
-
-
-def store(orthanc: OrthancConnection, datasets: list[pydicom.Dataset]) -> None:
-    with orthanc.client() as client:
-        for dataset in datasets:
-            buffer = io.BytesIO()
-            dataset.save_as(buffer, enforce_file_format=True)
-            client.post("/instances", content=buffer.getvalue()).raise_for_status()

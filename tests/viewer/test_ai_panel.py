@@ -34,9 +34,9 @@ from .ai_fixtures import (
     heatmap_png,
     install_model,
     renumbered,
-    store,
     store_chest_image,
 )
+from .viewport_files import store
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 

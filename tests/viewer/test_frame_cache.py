@@ -3,6 +3,7 @@ survives), served from a bounded cache, and never an Orthanc transcoding that co
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,30 @@ def test_as_stored_passes_through_and_other_syntaxes_are_refused(
     )
     assert refused.status_code == 406
     assert _orthanc_is_up(orthanc)
+
+
+def test_a_whole_series_comes_as_bulk_data_in_one_answer(
+    radiologist: TestClient, orthanc: OrthancConnection, shared_data: Path
+) -> None:
+    """PS3.18 series bulk data: every frame, in instance-number order, each part naming its frame."""
+    ct = sorted(
+        (pydicom.dcmread(path) for path in (shared_data / "dicom" / "ct_3slice").glob("*.dcm")),
+        key=lambda ds: int(ds.InstanceNumber),
+    )
+    store(orthanc, ct)
+    url = f"/dicomweb/studies/{ct[0].StudyInstanceUID}/series/{ct[0].SeriesInstanceUID}"
+    radiologist.get(f"/api/studies/{ct[0].StudyInstanceUID}/series/{ct[0].SeriesInstanceUID}/images")
+    response = radiologist.get(url, headers={"Accept": LE_ACCEPT})
+    assert response.status_code == 200, response.text
+    parts = re.findall(rb"Content-Location: (\S+)\r\n\r\n(.*?)\r\n--", response.content, flags=re.S)
+    assert [location.decode() for location, _ in parts] == [
+        f"{url}/instances/{ds.SOPInstanceUID}/frames/1" for ds in ct
+    ]
+    for (_, data), ds in zip(parts, ct, strict=True):
+        assert np.array_equal(_as_array(data, ds), served_pixels(ds, 1))
+    assert radiologist.get(url, headers={"Accept": "application/dicom"}).status_code == 406
+    unknown = url.rsplit("/", 1)[0] + "/1.2.3.4.5.6.7.8"
+    assert radiologist.get(unknown, headers={"Accept": LE_ACCEPT}).status_code == 404
 
 
 def test_unknown_instance_is_404(radiologist: TestClient, stored: dict[str, pydicom.Dataset]) -> None:

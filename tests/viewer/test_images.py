@@ -3,6 +3,9 @@ windows, palettes and overlay texts, all checked against the DICOM files; and th
 
 from __future__ import annotations
 
+import html
+import json
+import re
 import time
 from pathlib import Path
 
@@ -157,3 +160,11 @@ def test_study_page_is_a_viewport_with_series_thumbnails_and_the_ai_panel_slot(
     assert f'data-series-uid="{series}"' in page
     assert f"/series/{series}/instances/{ct[1].SOPInstanceUID}/rendered?viewport=" in page  # middle slice
     assert " style=" not in page  # strict CSP: no style attributes
+    # The first image's description comes with the page: the viewport's first request is for pixels.
+    carried = re.search(r"data-first-image='([^']*)'", page)
+    assert carried is not None
+    images_url = f"/api/studies/{ct[0].StudyInstanceUID}/series/{series}/images"
+    assert (
+        json.loads(html.unescape(carried.group(1)))
+        == radiologist.get(images_url, params={"first": "true"}).json()
+    )
