@@ -12,7 +12,7 @@ import secrets
 from typing import Annotated
 
 import pydicom
-from fastapi import APIRouter, Body, HTTPException
+from fastapi import APIRouter, Body, HTTPException, Path
 from fastapi.responses import Response
 from pydantic import Field
 from pydicom import Dataset
@@ -22,7 +22,8 @@ from openaim import audit
 from openaim.uids import UID_PATTERN
 from viewer.archive import Archive
 from viewer.case_pack_build import CasePackError, attribution_for, build_case_pack
-from viewer.deps import ArchiveClient, Audit, Reviewer
+from viewer.deps import ArchiveClient, Audit, AuditTrail, DbSession, Reviewer
+from viewer.meetings import meeting_or_404
 
 router = APIRouter()
 
@@ -50,8 +51,23 @@ async def create_case_pack(
     study_uids: StudyList, _: Reviewer, archive: ArchiveClient, trail: Audit
 ) -> Response:
     """The studies de-identified, as a ZIP download."""
+    return await case_pack(archive, list(dict.fromkeys(study_uids)), trail, "case-pack.zip")
+
+
+@router.post("/review/meetings/{meeting_id}/case-pack")
+async def meeting_case_pack(
+    meeting_id: Annotated[int, Path(ge=1)], _: Reviewer, db: DbSession, archive: ArchiveClient, trail: Audit
+) -> Response:
+    """The meeting's cases as a teaching pack: the same cases, de-identified, in the meeting's order."""
+    meeting = meeting_or_404(db, meeting_id)
+    studies = [case.study_uid for case in sorted(meeting.cases, key=lambda case: case.position)]
+    if not studies:
+        raise HTTPException(409, "This meeting has no cases.")
+    return await case_pack(archive, studies[:MAX_STUDIES], trail, f"meeting-{meeting_id}-case-pack.zip")
+
+
+async def case_pack(archive: Archive, studies: list[str], trail: AuditTrail, filename: str) -> Response:
     datasets: list[Dataset] = []
-    studies = list(dict.fromkeys(study_uids))
     for study_uid in studies:
         datasets += await _study_datasets(archive, study_uid)
         if len(datasets) > MAX_INSTANCES:
@@ -72,5 +88,5 @@ async def create_case_pack(
     return Response(
         pack,
         media_type="application/zip",
-        headers={"Content-Disposition": 'attachment; filename="case-pack.zip"'},
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

@@ -9,10 +9,12 @@ import csv
 import io
 import re
 import uuid
+import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pydicom
 import pypdfium2
 import pytest
 from fastapi.testclient import TestClient
@@ -411,3 +413,26 @@ def test_readers_see_their_own_feedback_and_admins_everyone(
     assert client.get("/my/feedback?user=nobody").status_code == 404
     queries = [event.detail for event in _audit(db, "Query") if "feedback history" in event.detail]
     assert len(queries) == 3
+
+
+def test_a_meeting_becomes_a_de_identified_teaching_pack(
+    client: TestClient, scenario: Scenario, db: sessionmaker[Session]
+) -> None:
+    sign_in(client, "reviewer")
+    meeting = _start_meeting(client, db, [scenario.uid("artefact"), scenario.uid("missed")])
+    response = client.post(f"/review/meetings/{meeting}/case-pack")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(response.content)) as pack:
+        dicom_files = [name for name in pack.namelist() if name.endswith(".dcm")]
+        assert len(dicom_files) == 2  # one image per case here
+        for name in pack.namelist():
+            text = pack.read(name).decode("latin-1").lower()
+            for identifier in _identifiers(scenario):
+                assert identifier.lower() not in text, (name, identifier)
+        for name in dicom_files:
+            assert pydicom.dcmread(io.BytesIO(pack.read(name))).PatientIdentityRemoved == "YES"
+    assert len(_audit(db, "Export")) == 2  # one per study
+    client.cookies.clear()
+    sign_in(client, "radiologist")
+    assert client.post(f"/review/meetings/{meeting}/case-pack").status_code == 403
