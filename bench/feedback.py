@@ -657,9 +657,10 @@ saves per second. Latency is from sending the request to having the whole answer
 answers and requests with no answer. lost writes: saves answered 201 whose row is not in the database.
 Goal met: no errors, no wrong answers (a retry that is not answered 200 with its first row, a new version
 that is not the next one), no lost writes, no client id twice and every version history 1..n in the
-database. The sign-in line: viewer/deps.py get_db commits when FastAPI closes the dependency, which for a
-yield dependency of the default scope is after the answer has been sent; a client fast enough can ask
-before the commit (here: the page right after the sign-in's 303, retried every 50 ms until signed in).
+database. The sign-in line counts readers whose first page after the sign-in's 303 did not yet see the
+session (retried every 50 ms): it must be 0 since viewer/deps.py commits before answering
+(`Depends(get_db, scope="function")`); with FastAPI's default scope the commit came after the answer and
+5-8 of 50 readers raced it.
 """
 
 
