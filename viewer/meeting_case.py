@@ -2,10 +2,11 @@
 reader's feedback beside them.
 
 Anonymised means the page carries nothing that names the patient: no name, ID, accession, birth or study
-date, and no UID either (images are addressed by meeting, case number and position). The pixels come from
-the archive's /rendered, so nothing of the header is drawn on them (text burned into the pixels by the
-modality is not removed). Readers appear as "Reader 1", "Reader 2": a discrepancy meeting is for learning,
-not for blame. Free text a reader typed has the patient's identifiers removed (viewer/anonymise.py).
+date, and no UID either (images are addressed by meeting, case number and position). The pixels are drawn
+by the platform (viewer/pictures.py), so nothing of the header is drawn on them (text burned into the
+pixels by the modality is not removed). Readers appear as "Reader 1", "Reader 2": a discrepancy meeting is
+for learning, not for blame. Free text a reader typed has the patient's identifiers removed
+(viewer/anonymise.py).
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ from openaim import audit
 from openaim.uids import UID_PATTERN
 from viewer import meeting_minutes, my_feedback
 from viewer.anonymise import identifiers_of, scrub
-from viewer.archive import ArchiveError
 from viewer.deps import ArchiveClient, Audit, DbSession, Reviewer
 from viewer.meeting_case import case_images, reader_columns
 from viewer.meetings import (
@@ -34,6 +33,7 @@ from viewer.meetings import (
     record_decision,
     start_meeting,
 )
+from viewer.pictures import picture_png
 from viewer.platform_ai import platform_results
 from viewer.review_models import Outcome, ReviewCase, ReviewMeeting
 from viewer.review_queue import REASONS, QueueFilters, filter_choices, review_queue
@@ -182,21 +182,14 @@ async def case_image(
     db: DbSession,
     archive: ArchiveClient,
 ) -> Response:
-    """The ``index``-th image of the case, rendered by the archive: pixels only, no header."""
+    """The ``index``-th image of the case, as the platform draws it: pixels only, no header."""
     case = _case_or_404(meeting_or_404(db, meeting_id), number)
     images = await case_images(archive, case.study_uid, platform_results(db, case.study_uid))
     if index > len(images):
         raise HTTPException(404, "No such image in this case.")
     image = images[index - 1]
-    path = f"/studies/{case.study_uid}/series/{image.series_uid}/instances/{image.instance_uid}/rendered"
-    upstream = await archive.open_stream("GET", path, "", {"Accept": "image/jpeg"})
-    try:
-        body = b"".join([chunk async for chunk in upstream.body])
-    finally:
-        await upstream.close()
-    if upstream.status_code != 200:
-        raise ArchiveError(f"Orthanc answered {upstream.status_code} to /rendered")
-    return Response(body, media_type="image/jpeg", headers=IMAGE_CACHE)
+    png = await picture_png(archive, case.study_uid, image.series_uid, image.instance_uid)
+    return Response(png, media_type="image/png", headers=IMAGE_CACHE)
 
 
 @router.post("/review/meetings/{meeting_id}/cases/{number}/decision")

@@ -36,7 +36,7 @@ class SeriesRow:
     description: str
     instances: str
     body_part: str
-    thumbnail_uid: str | None = None  # the middle image, drawn by Orthanc's /rendered (JPEG 2000 safe)
+    thumbnail_uid: str | None = None  # the middle image, drawn by the platform (viewer/pictures.py)
 
     @property
     def has_images(self) -> bool:

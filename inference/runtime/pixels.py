@@ -101,25 +101,31 @@ def read_dataset(data: bytes) -> Dataset:
     return ds
 
 
-def check_image(ds: Dataset) -> None:
-    """Refuse, from the header alone, what ``display_frame`` cannot turn into a picture worth reading."""
+def check_image(ds: Dataset, min_side: int = MIN_SIDE) -> None:
+    """Refuse, from the header alone, what ``display_frame`` cannot turn into a picture worth reading.
+    ``min_side``: the smallest side a model reads; a picture for people may be any size (1)."""
     with _malformed_header():
         _check_is_picture(ds)
-        _check_size(ds)
+        _check_size(ds, min_side)
         _check_pixel_encoding(ds)
         _check_transfer_syntax(ds)
         _check_pixel_data_length(ds)
 
 
 def display_frame(
-    ds: Dataset, frame: int = 0, *, voi: bool = True, invert_monochrome1: bool = True
+    ds: Dataset,
+    frame: int = 0,
+    *,
+    voi: bool = True,
+    invert_monochrome1: bool = True,
+    min_side: int = MIN_SIDE,
 ) -> np.ndarray:
     """One frame as a reader sees it: (H, W) uint8, bright = dense.
 
     ``voi=False`` (or a file without a usable window) scales the frame's own range after the modality LUT,
     min..max, to 0..255, as Orthanc's ``/rendered`` does without a window.
     """
-    check_image(ds)
+    check_image(ds, min_side)
     frames = number_of_frames(ds)
     if not 0 <= frame < frames:
         raise IndexError(f"frame {frame} does not exist: the object has {frames} frame(s)")
@@ -188,17 +194,17 @@ def _check_is_picture(ds: Dataset) -> None:
         raise UnreadableImage(f"not an image: {kind} and it has no Pixel Data")
 
 
-def _check_size(ds: Dataset) -> None:
+def _check_size(ds: Dataset, min_side: int) -> None:
     rows, columns = _header_int(ds, "Rows"), _header_int(ds, "Columns")
     if rows * columns > MAX_PIXELS_PER_FRAME:
         raise UnreadableImage(
             f"the header claims {columns} x {rows} pixels per frame, more than the {MAX_PIXELS_PER_FRAME} "
             "pixels this platform decodes"
         )
-    if min(rows, columns) < MIN_SIDE:
+    if min(rows, columns) < min_side:
         raise UnreadableImage(
             f"the image is {columns} x {rows} pixels: too small for a model to read "
-            f"(at least {MIN_SIDE} pixels a side)"
+            f"(at least {min_side} pixels a side)"
         )
     number_of_frames(ds)
 

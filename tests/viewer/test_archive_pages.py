@@ -6,9 +6,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -43,7 +45,11 @@ def studies(orthanc: OrthancConnection, shared_data: Path) -> dict[str, str]:
         hostile.SOPInstanceUID = generate_uid()
         hostile.file_meta.MediaStorageSOPInstanceUID = hostile.SOPInstanceUID
         client.post("/instances", content=_dicom_bytes(hostile)).raise_for_status()
-    return {"ct": ct_study, "hostile": str(hostile.StudyInstanceUID)}
+    hostile_rendered = (
+        f"/dicomweb/studies/{hostile.StudyInstanceUID}/series/{hostile.SeriesInstanceUID}"
+        f"/instances/{hostile.SOPInstanceUID}/rendered"
+    )
+    return {"ct": ct_study, "hostile": str(hostile.StudyInstanceUID), "hostile_rendered": hostile_rendered}
 
 
 def _instance_count(orthanc: OrthancConnection) -> int:
@@ -85,11 +91,12 @@ def test_study_page_shows_the_series_images_and_is_audited(
 ) -> None:
     page = radiologist.get(f"/studies/{studies['ct']}").text
     # One thumbnail per image series (its middle slice); the canvas viewport draws the frames themselves.
-    image_urls = [part.split('"')[0] for part in page.split('src="')[1:] if "/rendered" in part]
+    image_urls = [part.split('"')[0] for part in page.split('src="')[1:] if "/thumbnail.png" in part]
     assert len(image_urls) == 1
     image = radiologist.get(image_urls[0])
-    assert image.status_code == 200
-    assert image.headers["content-type"].startswith("image/")
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png", image.text
+    picture = np.asarray(Image.open(io.BytesIO(image.content)))
+    assert max(picture.shape) == 128 and picture.std() > 10  # drawn by the platform, not a blank tile
     with db() as session:
         opened = session.scalars(
             select(AuditEvent).where(AuditEvent.event_type == "DICOMInstancesAccessed")
@@ -192,8 +199,7 @@ def test_worklist_search_accepts_dicom_wildcards(radiologist: TestClient, studie
 
 
 def test_rendered_frame_answers_a_browsers_image_accept_header(radiologist: TestClient, studies) -> None:
-    page = radiologist.get(f"/studies/{studies['hostile']}").text
-    image_url = next(part.split('"')[0] for part in page.split('src="')[1:] if "/rendered" in part)
+    image_url = studies["hostile_rendered"]
     chromium_accept = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
     response = radiologist.get(image_url, headers={"Accept": chromium_accept})
     assert response.status_code == 200
@@ -205,7 +211,7 @@ def test_pixels_may_be_cached_privately_but_pages_and_searches_never(
 ) -> None:
     page = radiologist.get(f"/studies/{studies['hostile']}")
     assert page.headers.get_list("cache-control") == ["no-store"]
-    image_url = next(part.split('"')[0] for part in page.text.split('src="')[1:] if "/rendered" in part)
+    image_url = next(part.split('"')[0] for part in page.text.split('src="')[1:] if "/thumbnail.png" in part)
     assert radiologist.get(image_url).headers.get_list("cache-control") == ["private, max-age=3600"]
     search = radiologist.get("/dicomweb/studies", headers={"Accept": "application/dicom+json"})
     assert search.headers.get_list("cache-control") == ["no-store"]

@@ -158,7 +158,7 @@ def test_study_page_is_a_viewport_with_series_thumbnails_and_the_ai_panel_slot(
     assert '<script type="module" src="/static/study.js"></script>' in page
     series = str(ct[0].SeriesInstanceUID)
     assert f'data-series-uid="{series}"' in page
-    assert f"/series/{series}/instances/{ct[1].SOPInstanceUID}/rendered?viewport=" in page  # middle slice
+    assert f"/series/{series}/instances/{ct[1].SOPInstanceUID}/thumbnail.png?size=" in page  # middle slice
     assert " style=" not in page  # strict CSP: no style attributes
     # The first image's description comes with the page: the viewport's first request is for pixels.
     carried = re.search(r"data-first-image='([^']*)'", page)

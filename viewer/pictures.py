@@ -1,0 +1,57 @@
+"""Pictures the platform draws itself from the stored file: series thumbnails and the images of a review
+meeting. The 8-bit image a reader sees (modality LUT, the file's window, MONOCHROME1, any transfer syntax:
+inference.runtime.pixels), never Orthanc's /rendered, which ignores the file's window and decodes JPEG 2000
+through GDCM, the library that crashed Orthanc when asked to transcode some JPEG 2000 files."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import Response
+from PIL import Image
+
+from inference.runtime.pixels import UnreadableImage, display_frame, read_dataset, representative_frame
+from viewer.archive import Archive
+from viewer.deps import ArchiveClient, Reader
+from viewer.uids import InstanceUID, SeriesUID, StudyUID
+
+router = APIRouter(prefix="/api")
+
+PRIVATE_IMMUTABLE = {"cache-control": "private, max-age=3600"}  # the pixels of an instance UID never change
+
+
+async def picture_png(
+    archive: Archive, study_uid: str, series_uid: str, instance_uid: str, size: int | None = None
+) -> bytes:
+    """The instance's representative frame as a greyscale PNG, at most ``size`` pixels on a side."""
+    data = await archive.retrieve_instance(study_uid, series_uid, instance_uid)
+    try:
+        return await asyncio.to_thread(_draw, data, size)
+    except UnreadableImage as error:
+        raise HTTPException(404, f"No picture of this object: {error}") from error
+
+
+def _draw(data: bytes, size: int | None) -> bytes:
+    ds = read_dataset(data)
+    picture = Image.fromarray(display_frame(ds, representative_frame(ds), min_side=1))
+    if size is not None:
+        picture.thumbnail((size, size))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/thumbnail.png")
+async def thumbnail(
+    study_uid: StudyUID,
+    series_uid: SeriesUID,
+    instance_uid: InstanceUID,
+    _: Reader,
+    archive: ArchiveClient,
+    size: Annotated[int, Query(ge=16, le=512)] = 128,
+) -> Response:
+    png = await picture_png(archive, study_uid, series_uid, instance_uid, size)
+    return Response(png, media_type="image/png", headers=PRIVATE_IMMUTABLE)
