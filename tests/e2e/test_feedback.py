@@ -111,3 +111,42 @@ def test_one_key_gives_the_verdict_and_a_reason_makes_a_new_version(
     ]
     assert rows[2].triage_correct is False
     assert all(row.seconds_on_study is not None and row.seconds_on_study > 0 for row in rows)
+
+
+def test_a_missed_finding_is_drawn_on_the_image_and_saved_with_its_box(
+    page: Page, setting: tuple[Settings, Image2D], orthanc: OrthancConnection, artifacts: Path
+) -> None:
+    settings, image = setting
+    with serve(create_app(settings, orthanc)) as base:
+        sign_in(page, base)
+        page.goto(f"{base}/studies/{image.study_uid}")
+        expect(page.get_by_test_id("ai-result")).to_be_visible()
+        page.wait_for_function(
+            "() => document.openaimViewport && document.openaimViewport.stats().frames_loaded >= 1"
+        )
+        page.locator("h1").click()
+        page.keyboard.press("m")
+        expect(page.get_by_test_id("save-status")).to_contain_text("Draw a box")
+        corners = page.evaluate(
+            """() => {
+                const viewport = document.openaimViewport;
+                const box = viewport.canvas.getBoundingClientRect();
+                const scale = box.width / viewport.canvas.width;
+                return [[20, 30], [60, 70]].map(([x, y]) => {
+                    const at = viewport.imageToCanvas(x, y);
+                    return [box.left + at.x * scale, box.top + at.y * scale];
+                });
+            }"""
+        )
+        page.mouse.move(*corners[0])
+        page.mouse.down()
+        page.mouse.move(*corners[1], steps=5)
+        page.mouse.up()
+        expect(page.get_by_test_id("save-status")).to_have_text("Saved.")
+        page.screenshot(path=artifacts / "feedback-missed-finding.png")
+    [row] = [row for row in _rows(settings) if row.kind == "missed"]
+    assert row.reason == "false_negative" and row.mark is not None
+    assert row.mark["instance_uid"] == image.instance_uid and row.mark["frame"] == 1
+    assert all(abs(got - want) <= 1.5 for got, want in zip(row.mark["box"], (20, 30, 60, 70), strict=True)), (
+        row.mark
+    )
