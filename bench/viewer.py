@@ -44,6 +44,7 @@ from openaim.seed import cxr_to_dicom, encode
 from openaim.settings import Settings
 from orthanc import OrthancConnection, OrthancServer
 from orthanc.launcher import free_port
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS  # the browser tests' Chromium, started the same way
 from viewer.app import create_app
 from viewer.users import Role, add_user
 
@@ -52,17 +53,6 @@ PASSWORD = secrets.token_urlsafe(16)
 WEB_VIEWER_PLUGIN = "libOrthancWebViewer.so"
 # Raw little-endian pixels, as the platform's viewport asks for them.
 FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 WINDOW = {"width": 1400, "height": 900}
 GOAL_FIRST_IMAGE_MS = 300.0
 GOAL_ALL_LOADED_MS = 3000.0
