@@ -195,16 +195,12 @@ class Archive:
 
     async def stored_transfer_syntax(self, instance_uid: str) -> str | None:
         """The transfer syntax Orthanc keeps an instance in (its REST API; DICOMweb does not say)."""
-        try:
-            found = await self._client.post(f"{self.connection.url}/tools/lookup", content=instance_uid)
-            ids = [item["ID"] for item in found.json() if item.get("Type") == "Instance"]
-            if found.status_code != 200 or not ids:
-                return None
-            response = await self._client.get(
-                f"{self.connection.url}/instances/{ids[0]}/metadata/TransferSyntax"
-            )
-        except httpx.TransportError as error:
-            raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
+        orthanc_id = await self._orthanc_id(instance_uid, "Instance")
+        if orthanc_id is None:
+            return None
+        response = await self._get(
+            f"{self.connection.url}/instances/{orthanc_id}/metadata/TransferSyntax", "*/*"
+        )
         return response.text.strip() if response.status_code == 200 else None
 
     async def bulk_data(self, uri: str) -> httpx.Response | None:

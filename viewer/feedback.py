@@ -174,10 +174,3 @@ def current(db: Session, study_uid: str, user: User | None = None) -> list[Feedb
         & (Feedback.version == latest_rows.c.version),
     )
     return list(db.scalars(query.where(Feedback.study_uid == study_uid).order_by(Feedback.id)))
-
-
-def history(db: Session, user: User, study_uid: str, target: str) -> list[Feedback]:
-    query = select(Feedback).where(
-        Feedback.user_id == user.id, Feedback.study_uid == study_uid, Feedback.target == target
-    )
-    return list(db.scalars(query.order_by(Feedback.version)))

@@ -112,8 +112,8 @@ class FeedbackBody(BaseModel):
 async def save_feedback(
     study_uid: StudyUID, body: FeedbackBody, user: Reader, db: DbSession, archive: ArchiveClient, trail: Audit
 ) -> Response:
-    if ai_hidden(db, user, study_uid):
-        raise HTTPException(409, "Blinded read: record your impression of the study first.")
+    if ai_hidden(db, user, study_uid):  # 403, not 409: the browser's outbox retries a 409, never a 403
+        raise HTTPException(403, "Blinded read: record your impression of the study first.")
     algorithm = await _algorithm(db, archive, study_uid, body.result_id)
     given = FeedbackInput(
         client_id=body.client_id.lower(),
@@ -122,7 +122,7 @@ async def save_feedback(
         target=body.target,
         result_id=body.result_id,
         finding_id=body.finding_id,
-        finding_label=_finding_label(db, body.finding_id),
+        finding_label=_finding_label(db, body.result_id, body.finding_id),
         verdict=body.verdict,
         reason=Reason.FALSE_NEGATIVE if body.kind is Kind.MISSED else body.reason,
         comment=(body.comment or "").strip() or None,
@@ -215,7 +215,16 @@ async def _foreign_algorithm(archive: Archive, study_uid: str, sop_uid: str) -> 
     }
 
 
-def _finding_label(db: Session, finding_id: str | None) -> str | None:
-    if finding_id is None or not (match := PLATFORM_FINDING.match(finding_id)):
+def _finding_label(db: Session, result_id: str | None, finding_id: str | None) -> str | None:
+    """The label of one of this platform's findings, which must belong to the result named beside it."""
+    result = PLATFORM_RESULT.match(result_id or "")
+    finding = PLATFORM_FINDING.match(finding_id or "")
+    if result is None or finding is None:
         return None
-    return db.scalar(select(Finding.display_name).where(Finding.id == int(match.group(1))))
+    query = select(Finding.display_name).where(
+        Finding.id == int(finding.group(1)), Finding.result_id == int(result.group(1))
+    )
+    label = db.scalar(query)
+    if label is None:
+        raise HTTPException(404, "No such finding in this AI result.")
+    return label

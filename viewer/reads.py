@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, String, exists, select
+from sqlalchemy import Boolean, ForeignKey, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from openaim.db import Base, UTCDateTime, utcnow
@@ -45,11 +45,6 @@ def impressions_of(db: Session, user: User, study_uid: str) -> list[StudyRead]:
     """This reader's impressions of the study, oldest first (the first blind one is the unaided read)."""
     query = select(StudyRead).where(StudyRead.study_uid == study_uid, StudyRead.user_id == user.id)
     return list(db.scalars(query.order_by(StudyRead.id)))
-
-
-def has_read(db: Session, user: User, study_uid: str) -> bool:
-    query = select(StudyRead.id).where(StudyRead.study_uid == study_uid, StudyRead.user_id == user.id)
-    return bool(db.scalar(select(exists(query))))
 
 
 def studies_read(db: Session, study_uids: list[str]) -> set[str]:

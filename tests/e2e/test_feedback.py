@@ -41,6 +41,13 @@ def setting(tmp_path: Path, orthanc: OrthancConnection, shared_data: Path) -> tu
     return settings, image
 
 
+def open_study(page: Page, base: str, image: Image2D) -> None:
+    """Signed in, on the study's page, with its AI result shown."""
+    sign_in(page, base)
+    page.goto(f"{base}/studies/{image.study_uid}")
+    expect(page.get_by_test_id("ai-result")).to_be_visible()
+
+
 def _rows(settings: Settings) -> list[Feedback]:
     engine = make_engine(settings.resolved_database_url)
     try:
@@ -56,9 +63,7 @@ def test_a_click_during_an_outage_is_saved_once_when_the_server_is_back(
     settings, image = setting
     port = free_port()
     with serve(create_app(settings, orthanc), port) as base:
-        sign_in(page, base)
-        page.goto(f"{base}/studies/{image.study_uid}")
-        expect(page.get_by_test_id("ai-result")).to_be_visible()
+        open_study(page, base, image)
         finding = page.get_by_test_id("finding").filter(has_text="Pneumothorax")
         finding.get_by_test_id("verdict-agree").click()  # the second click of "choose finding, agree"
         expect(page.get_by_test_id("save-status")).to_have_text("Saved.")
@@ -88,9 +93,7 @@ def test_one_key_gives_the_verdict_and_a_reason_makes_a_new_version(
 ) -> None:
     settings, image = setting
     with serve(create_app(settings, orthanc)) as base:
-        sign_in(page, base)
-        page.goto(f"{base}/studies/{image.study_uid}")
-        expect(page.get_by_test_id("ai-result")).to_be_visible()
+        open_study(page, base, image)
         finding = page.get_by_test_id("finding").filter(has_text="Pneumothorax")
         finding.get_by_test_id("finding-jump").click()
         page.locator("h1").click()
@@ -118,9 +121,7 @@ def test_a_missed_finding_is_drawn_on_the_image_and_saved_with_its_box(
 ) -> None:
     settings, image = setting
     with serve(create_app(settings, orthanc)) as base:
-        sign_in(page, base)
-        page.goto(f"{base}/studies/{image.study_uid}")
-        expect(page.get_by_test_id("ai-result")).to_be_visible()
+        open_study(page, base, image)
         page.wait_for_function(
             "() => document.openaimViewport && document.openaimViewport.stats().frames_loaded >= 1"
         )

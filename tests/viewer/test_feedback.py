@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.catalog import Mode
 from inference.results import Finding
 from openaim.audit import AuditEvent
+from openaim.db import transaction
 from openaim.settings import Settings
 from orthanc import OrthancConnection
 from viewer.feedback import Feedback
+from viewer.users import User
 
 from .ai_fixtures import Image2D, add_result, install_model, store_chest_image
 from .conftest import sign_in
@@ -181,3 +183,35 @@ def test_bad_feedback_is_refused_and_nothing_is_stored(
 def test_governance_cannot_give_feedback(client: TestClient, result: tuple[Image2D, str, str]) -> None:
     sign_in(client, "governance")
     assert _post(client, result[0], _verdict(result, "agree")).status_code == 403
+
+
+def test_a_finding_of_another_result_is_refused(
+    radiologist: TestClient,
+    result: tuple[Image2D, str, str],
+    db: sessionmaker[Session],
+    orthanc: OrthancConnection,
+    shared_data: Path,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    other_image = store_chest_image(orthanc, shared_data, "20250502", patient_id="FEEDBACK-OTHER")
+    other_model = install_model(db, settings, tmp_path / "other", Mode.CLINICAL, number=4)
+    other_result = add_result(db, other_image, other_model, None, {"Effusion": 0.9})
+    with db() as session:
+        foreign_finding = session.scalar(select(Finding.id).where(Finding.result_id == other_result))
+    body = _verdict(result, "agree", finding_id=f"finding-{foreign_finding}")
+    assert _post(radiologist, result[0], body).status_code == 404
+    assert _rows(db) == []
+
+
+def test_a_blinded_reader_gives_feedback_only_after_an_impression(
+    radiologist: TestClient, result: tuple[Image2D, str, str], db: sessionmaker[Session]
+) -> None:
+    with transaction(db) as session:
+        session.execute(update(User).where(User.username == "radiologist").values(blinded_read=True))
+    image = result[0]
+    refused = _post(radiologist, image, _verdict(result, "agree"))
+    assert refused.status_code == 403  # final: the browser's outbox does not retry it
+    assert _rows(db) == []
+    radiologist.post(f"/studies/{image.study_uid}/impression", data={"impression": "abnormal"})
+    assert _post(radiologist, image, _verdict(result, "agree")).status_code == 201
