@@ -130,6 +130,7 @@ async def series_bulk_data(
     Content-Location. Orthanc's plugin offers no series bulk data; the viewport loads a series this way,
     from the platform's frame cache, instead of with one request per frame."""
     accept = request.headers.get("accept", "")
+    # Unlike frames, a series' default answer is application/dicom: bulk data must be asked for by name.
     if "application/octet-stream" not in accept or frames_answer(accept) != EXPLICIT_LE:
         raise HTTPException(406, "A series is served as bulk data: Explicit VR Little Endian frames.")
     indexed = await archive.indexed_instances(study_uid, series_uid)
