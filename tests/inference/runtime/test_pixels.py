@@ -490,6 +490,20 @@ def test_a_modality_lut_sequence_replaces_the_rescale() -> None:
     np.testing.assert_array_equal(display_frame(ds), stretched(4095 - ramp().astype(np.int32)))
 
 
+def test_the_stretch_spans_the_values_in_the_frame_not_those_its_lut_could_give() -> None:
+    pixels = np.where(np.arange(40 * 40).reshape(40, 40) % 2 == 0, 10, 20).astype(np.uint16)
+    ds = synthetic(pixels, bits_stored=12)
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    table = np.arange(4096)
+    table[15] = 4095  # a value between the frame's two, absent from it, mapped far above both
+    item.LUTData = table.tolist()
+    item.ModalityLUTType = "US"
+    ds.ModalityLUTSequence = Sequence([item])
+    ds["ModalityLUTSequence"][0]["LUTData"].VR = "US"
+    np.testing.assert_array_equal(display_frame(ds), np.where(pixels == 10, 0, 255))
+
+
 def test_without_a_window_the_frames_own_range_is_stretched_to_0_255() -> None:
     pixels = (ramp()[8:48, 8:48] + 500).astype(np.uint16)
     np.testing.assert_array_equal(display_frame(synthetic(pixels, bits_stored=12)), stretched(pixels))
