@@ -67,15 +67,17 @@ class InferenceArchive:
     def study_uid(self, study_id: str) -> str:
         return str(self._get(f"/studies/{study_id}")["MainDicomTags"]["StudyInstanceUID"])
 
-    def series_of_study(self, study_id: str) -> list[SeriesInfo]:
-        found = []
-        for series in self._get(f"/studies/{study_id}/series"):
-            instances = self._get(f"/series/{series['ID']}/instances")
-            if not instances:
-                continue
-            first = min(instances, key=_instance_order)
-            found.append(SeriesInfo(series["ID"], series["MainDicomTags"]["SeriesInstanceUID"], first["ID"]))
-        return found
+    def series_of_study(self, study_id: str) -> dict[str, str]:
+        """Series Instance UID -> Orthanc's series ID, for every series of the study."""
+        return {
+            series["MainDicomTags"]["SeriesInstanceUID"]: series["ID"]
+            for series in self._get(f"/studies/{study_id}/series")
+        }
+
+    def first_instance(self, series_id: str) -> str | None:
+        """Orthanc's ID of the series' instance with the lowest Instance Number; None for an empty series."""
+        instances = self._get(f"/series/{series_id}/instances")
+        return str(min(instances, key=_instance_order)["ID"]) if instances else None
 
     def series_by_uid(self, series_uid: str) -> SeriesInfo | None:
         try:
@@ -83,12 +85,8 @@ class InferenceArchive:
         except httpx.TransportError as error:
             raise ArchiveUnavailable(f"Orthanc is unreachable ({error.__class__.__name__})") from error
         matches = [item for item in response.json() if item.get("Type") == "Series"]
-        if not matches:
-            return None
-        instances = self._get(f"/series/{matches[0]['ID']}/instances")
-        if not instances:
-            return None
-        return SeriesInfo(matches[0]["ID"], series_uid, min(instances, key=_instance_order)["ID"])
+        first = self.first_instance(matches[0]["ID"]) if matches else None
+        return None if first is None else SeriesInfo(matches[0]["ID"], series_uid, first)
 
     def instance_tags(self, instance_id: str) -> dict[str, Any]:
         """The instance's attributes by keyword, pixel data left out (what selectors are matched on)."""

@@ -22,7 +22,6 @@ import numpy as np
 import pydicom
 import torch
 from PIL import Image
-from pydicom.uid import generate_uid
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,6 +32,7 @@ from inference.dicom_results.algorithm import Algorithm
 from inference.dicom_results.finding import FindingResult
 from inference.dicom_results.seg import build_seg
 from inference.dicom_results.sr import build_sr
+from inference.dicom_results.uids import ResultUids
 from inference.jobs import ClaimedJob, JobState
 from inference.package import ModelPackage
 from inference.results import Finding, InferenceResult
@@ -55,23 +55,6 @@ from openaim.settings import Settings
 from orthanc import OrthancConnection
 
 log = logging.getLogger("openaim.inference")
-
-
-@dataclass(frozen=True)
-class ResultUids:
-    """UIDs of a job's SR and SEG, derived from (series, device UID): a re-run stores the same instances."""
-
-    sr: str
-    sr_series: str
-    seg: str
-    seg_series: str
-
-    @classmethod
-    def of(cls, series_uid: str, device_uid: str) -> ResultUids:
-        def uid(kind: str) -> str:
-            return str(generate_uid(entropy_srcs=[series_uid, device_uid, kind]))
-
-        return cls(uid("sr"), uid("sr-series"), uid("seg"), uid("seg-series"))
 
 
 @dataclass
@@ -184,10 +167,18 @@ class InferenceService:
             for item in prepared:
                 self._retry(item.job, f"the model failed ({error.__class__.__name__}: {error})")
             return
-        self.flush()  # the previous batch's results first
+        results = list(zip(prepared, predictions, strict=True))
+        try:
+            with self.timings.measure("result rows", count=len(results)):
+                self._record(version, predictor, results)
+        except Exception as error:
+            for item in prepared:
+                self._retry(item.job, f"the result could not be saved ({error.__class__.__name__}: {error})")
+            return
+        self.flush()  # the previous batch's DICOM first: at most one batch is being written
         self._writing += [
             self._writers.submit(self._deliver, version, predictor, item, prediction)
-            for item, prediction in zip(prepared, predictions, strict=True)
+            for item, prediction in results
         ]
 
     def _predictor(self, version: ModelVersion) -> Predictor:
@@ -236,13 +227,11 @@ class InferenceService:
     def _deliver(
         self, version: ModelVersion, predictor: Predictor, item: PreparedJob, prediction: Prediction
     ) -> None:
-        """The database row first (it is what readers and the worklist see), then the portable DICOM record;
-        the job is done only when both exist. A re-run after a crash finds the row and stores the same
-        (deterministic) instances again, so nothing is duplicated."""
+        """The portable DICOM record of a result whose row is saved; the job is done only when both exist.
+        A re-run after a crash finds the row and stores the same (deterministic) instances again, so
+        nothing is duplicated."""
         try:
             uids = ResultUids.of(item.job.series_uid, version.device_uid)
-            with self.timings.measure("result row"):
-                self._record(version, predictor, item, prediction, uids)
             with self.timings.measure("heatmaps to image grid"):
                 findings = finding_results(predictor, item, prediction)
             sr, seg = self._dicom_objects(predictor, item, prediction, findings, uids)
@@ -289,17 +278,17 @@ class InferenceService:
         return sr, seg
 
     def _record(
-        self,
-        version: ModelVersion,
-        predictor: Predictor,
-        item: PreparedJob,
-        prediction: Prediction,
-        uids: ResultUids,
+        self, version: ModelVersion, predictor: Predictor, results: list[tuple[PreparedJob, Prediction]]
     ) -> None:
+        """A batch's result rows, in one transaction, as soon as the model has spoken: they are what readers
+        and the worklist see, so they wait for neither the DICOM objects nor the previous batch's."""
+        job_ids = [item.job.id for item, _prediction in results]
         with transaction(self.factory) as db:
-            existing = db.scalar(select(InferenceResult.id).where(InferenceResult.job_id == item.job.id))
-            if existing is None:
-                db.add(result_row(version, predictor, item, prediction, uids))
+            saved = set(db.scalars(select(InferenceResult.job_id).where(InferenceResult.job_id.in_(job_ids))))
+            for item, prediction in results:
+                if item.job.id not in saved:  # a re-run after a crash: the row is already there
+                    uids = ResultUids.of(item.job.series_uid, version.device_uid)
+                    db.add(result_row(version, predictor, item, prediction, uids))
 
     def _done(
         self, version: ModelVersion, item: PreparedJob, prediction: Prediction, seg_stored: bool

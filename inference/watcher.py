@@ -3,6 +3,10 @@
 Only ``StableStudy`` matters: a study is routed once Orthanc has seen no new instance for StableAge
 seconds. The cursor is advanced in the same transaction that records what the changes led to, so a crash
 either keeps both or neither.
+
+A study becomes stable again whenever something is added to it, our own SR and SEG first of all. Its
+series that already have jobs, and the result series those jobs write, are not read or routed again: a
+series is routed to the models enabled when its study first became stable.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from inference.archive import InferenceArchive, NotInArchive
 from inference.catalog import ModelVersion
+from inference.dicom_results.uids import ResultUids
+from inference.jobs import Job
 from inference.router import Candidate, route_series
 from openaim.db import Base, UTCDateTime, transaction, utcnow
 
@@ -61,7 +67,7 @@ def poll(
         series
         for change in changes
         if change.change_type == STABLE_STUDY
-        for series in _series_of(archive, change.resource_id)
+        for series in _new_series_of(archive, factory, change.resource_id)
     ]
     with transaction(factory) as db:
         candidates = candidates_of(db)
@@ -83,12 +89,31 @@ def made_by(tags: dict[str, Any], device_uids: set[str]) -> bool:
     return any(isinstance(item, dict) and item.get("DeviceUID") in device_uids for item in equipment)
 
 
-def _series_of(archive: InferenceArchive, study_id: str) -> list[SeriesToRoute]:
+def _new_series_of(
+    archive: InferenceArchive, factory: sessionmaker[Session], study_id: str
+) -> list[SeriesToRoute]:
+    """The study's series not routed before, with the attributes of each one's first instance."""
     try:
         study_uid = archive.study_uid(study_id)
-        return [
-            SeriesToRoute(study_uid, series.series_uid, archive.instance_tags(series.first_instance_id))
-            for series in archive.series_of_study(study_id)
-        ]
+        series = archive.series_of_study(study_id)
+        with factory() as db:
+            seen = routed_series(db, study_uid)
+        found = []
+        for series_uid, series_id in series.items():
+            first = None if series_uid in seen else archive.first_instance(series_id)
+            if first is not None:
+                found.append(SeriesToRoute(study_uid, series_uid, archive.instance_tags(first)))
+        return found
     except NotInArchive:
         return []  # deleted since it was announced: nothing to route
+
+
+def routed_series(db: Session, study_uid: str) -> set[str]:
+    """The study's series that have jobs, and the SR and SEG series those jobs store."""
+    jobs = db.execute(
+        select(Job.series_uid, ModelVersion.device_uid)
+        .join(ModelVersion, ModelVersion.id == Job.model_version_id)
+        .where(Job.study_uid == study_uid)
+    ).all()
+    results = {uid for series_uid, device_uid in jobs for uid in ResultUids.of(series_uid, device_uid).series}
+    return {series_uid for series_uid, _device_uid in jobs} | results
