@@ -24,10 +24,13 @@ class StageTimings:
         try:
             yield
         finally:
-            elapsed = time.perf_counter() - start
-            with self._lock:
-                self.seconds[stage] += elapsed
-                self.images[stage] += count
+            self.add(stage, time.perf_counter() - start, count)
+
+    def add(self, stage: str, seconds: float, count: int = 1) -> None:
+        """Time measured elsewhere (in a worker process, say)."""
+        with self._lock:
+            self.seconds[stage] += seconds
+            self.images[stage] += count
 
     def milliseconds_per_image(self) -> dict[str, float]:
         with self._lock:

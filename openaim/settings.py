@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         description="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16 (autocast on CPU too: "
         "~2.5x faster on AVX-512 CPUs, outputs differ from fp32 by ~1e-2).",
     )
+    inference_result_writers: int = Field(
+        2,
+        ge=1,
+        description="Processes that build and store results' SR and SEG (pure Python, kept off the "
+        "model's process); one result each at a time. More where there are more cores.",
+    )
     inference_max_attempts: int = Field(
         5, ge=1, description="Attempts before a job that keeps failing ends failed."
     )

@@ -1,0 +1,135 @@
+"""A result's portable DICOM record, its SEG and SR built and stored by STOW-RS, written in worker processes.
+
+Building an SR or a SEG is pure Python (highdicom on pydicom): about 0.4 s of CPU for a 14-finding SR, all
+of it holding the GIL. Done in the service's own process, it starved the model, whose forward pass takes
+the GIL back between operations: DenseNet-121 ran three times slower while results were being written.
+Worker processes have their own GIL, so the model keeps its speed, and writers use the cores there are.
+
+Workers import neither torch nor a model: what they get is the source's attributes (no pixels), the
+findings already mapped onto the source's grid, and the UIDs to write.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from pydicom import Dataset
+from pydicom.tag import Tag
+
+from inference.archive import ArchiveUnavailable, InferenceArchive
+from inference.dicom_results.algorithm import Algorithm
+from inference.dicom_results.finding import FindingResult
+from inference.dicom_results.seg import build_seg
+from inference.dicom_results.sr import build_sr
+from inference.dicom_results.uids import ResultUids
+from orthanc import OrthancConnection
+
+PIXEL_DATA = Tag("PixelData")
+
+
+@dataclass(frozen=True)
+class ResultToWrite:
+    source: Dataset  # the image the model read, without its pixel data (not needed, and megabytes)
+    findings: list[FindingResult]  # boxes and heatmaps on the source's pixel grid
+    triage: str | None
+    algorithm: Algorithm
+    uids: ResultUids
+    frame: int | None  # the DICOM Frame Number (from 1) read in a multi-frame source; None for one frame
+
+
+@dataclass(frozen=True)
+class Written:
+    seg_stored: bool  # False when no finding had a heatmap, or a SEG cannot be placed on the source
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage, for the service's timings
+
+
+def without_pixels(source: Dataset) -> Dataset:
+    attributes = Dataset({element.tag: element for element in source if element.tag != PIXEL_DATA})
+    attributes.file_meta = source.file_meta
+    return attributes
+
+
+class ResultWriters:
+    """A pool of writer processes. ``write`` blocks until the result is stored; when a worker process dies,
+    the pool is replaced and the call raises ``ArchiveUnavailable``, so the caller retries that job."""
+
+    def __init__(self, connection: OrthancConnection, processes: int) -> None:
+        self._connection = connection
+        self._processes = processes
+        self._lock = threading.Lock()
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        # spawn, not fork: the service's process runs threads (torch's, httpx's), which fork does not copy
+        return ProcessPoolExecutor(
+            max_workers=self._processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(self._connection,),
+        )
+
+    def write(self, result: ResultToWrite) -> Written:
+        pool = self._pool
+        try:
+            return pool.submit(write, result).result()
+        except BrokenProcessPool as error:
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = self._start()
+            raise ArchiveUnavailable(f"a result writer process stopped ({error})") from error
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+
+# ---- in a worker process --------------------------------------------------------------------------------
+
+_worker: dict[str, InferenceArchive] = {}  # the process's own connection to Orthanc, made once
+
+
+def _start_worker(connection: OrthancConnection) -> None:
+    _worker["archive"] = InferenceArchive(connection)
+
+
+def write(result: ResultToWrite) -> Written:
+    """Build the SEG (when a finding has a heatmap) and the SR that references it, and store both."""
+    seconds: dict[str, float] = {}
+    with _timed(seconds, "SEG"):
+        seg = build_seg(
+            result.source,
+            result.findings,
+            result.algorithm,
+            sop_instance_uid=result.uids.seg,
+            series_instance_uid=result.uids.seg_series,
+            frame=result.frame,
+        )
+    with _timed(seconds, "SR"):
+        sr = build_sr(
+            result.source,
+            result.findings,
+            result.triage,
+            result.algorithm,
+            sop_instance_uid=result.uids.sr,
+            series_instance_uid=result.uids.sr_series,
+            frame=result.frame,
+            seg=seg,
+        )
+    with _timed(seconds, "STOW-RS"):
+        _worker["archive"].store([sr] if seg is None else [sr, seg])
+    return Written(seg_stored=seg is not None, seconds=seconds)
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] = time.perf_counter() - start
