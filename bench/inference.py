@@ -266,6 +266,7 @@ def main() -> None:
         orthanc = server.start()
         try:
             service = InferenceService(settings, orthanc, factory)
+            service.wait_ready()  # a running service has its writer processes started long before
             predictor = service._predictor(installed)
             print(
                 f"model: {package.manifest.id} {package.manifest.version}, device {predictor.device}, "

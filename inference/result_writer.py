@@ -75,6 +75,11 @@ class ResultWriters:
             initargs=(self._connection,),
         )
 
+    def wait_ready(self) -> None:
+        """Block until the worker processes have started (a second or two: they import highdicom)."""
+        for future in [self._pool.submit(_ready) for _ in range(self._processes)]:
+            future.result()
+
     def write(self, result: ResultToWrite) -> Written:
         pool = self._pool
         try:
@@ -96,6 +101,10 @@ _worker: dict[str, InferenceArchive] = {}  # the process's own connection to Ort
 
 def _start_worker(connection: OrthancConnection) -> None:
     _worker["archive"] = InferenceArchive(connection)
+
+
+def _ready() -> bool:
+    return "archive" in _worker
 
 
 def write(result: ResultToWrite) -> Written:

@@ -83,6 +83,10 @@ class InferenceService:
         self._writers = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="inference-write")
         self._writing: list[Future[None]] = []
 
+    def wait_ready(self) -> None:
+        """Start the result writer processes now rather than with the first result."""
+        self._result_writers.wait_ready()
+
     def flush(self) -> None:
         """Wait until every result handed to the writer is stored."""
         for future in self._writing:
@@ -98,6 +102,7 @@ class InferenceService:
 
     def run(self, stop: threading.Event) -> None:
         """Poll and run until ``stop`` is set; idle between polls only when there was nothing to do."""
+        self.wait_ready()
         log.info("inference service started")
         while not stop.is_set():
             try:

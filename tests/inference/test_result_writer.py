@@ -1,0 +1,105 @@
+"""Results are written by worker processes: the SR and SEG reach Orthanc as built from the findings, and a
+worker that dies costs that one write (a retryable error), never the writers."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import highdicom as hd
+import pydicom
+import pytest
+from pydicom import Dataset
+
+from inference.archive import ArchiveUnavailable
+from inference.dicom_results import Algorithm
+from inference.dicom_results.uids import ResultUids
+from inference.manifest import Manifest
+from inference.result_writer import ResultToWrite, ResultWriters, without_pixels
+from orthanc import OrthancConnection, OrthancServer
+from orthanc.launcher import free_port
+from tests.inference import studies
+from tests.inference.conftest import example_manifest
+from tests.inference.dicom_results.conftest import example_findings
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancConnection]:
+    server = OrthancServer(tmp_path_factory.mktemp("orthanc"), http_port=free_port(), stable_age=60)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def writers(orthanc: OrthancConnection) -> Iterator[ResultWriters]:
+    pool = ResultWriters(orthanc, processes=1)
+    pool.wait_ready()
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def result_for(source: Dataset) -> ResultToWrite:
+    uids = ResultUids.of(str(source.SeriesInstanceUID), "1.2.826.0.1.3680043.10.1234.9")
+    algorithm = Algorithm.of(Manifest.model_validate(example_manifest()))
+    return ResultToWrite(without_pixels(source), example_findings(source), "urgent", algorithm, uids, None)
+
+
+def stored(orthanc: OrthancConnection, sop_instance_uid: str) -> Dataset:
+    with orthanc.client() as client:
+        [match] = client.post("/tools/lookup", content=sop_instance_uid).json()
+        response = client.get(f"/instances/{match['ID']}/file")
+    return pydicom.dcmread(pydicom.filebase.DicomBytesIO(response.content))
+
+
+def test_the_source_travels_without_its_pixels(shared_data: Path) -> None:
+    source = studies.chest_xray(shared_data)
+    attributes = without_pixels(source)
+    assert "PixelData" in source and "PixelData" not in attributes
+    assert attributes.SOPInstanceUID == source.SOPInstanceUID
+    assert attributes.file_meta.TransferSyntaxUID == source.file_meta.TransferSyntaxUID
+
+
+def test_a_worker_stores_the_sr_and_the_seg_of_a_result(
+    writers: ResultWriters, orthanc: OrthancConnection, shared_data: Path
+) -> None:
+    source = studies.renewed(studies.chest_xray(shared_data))
+    result = result_for(source)
+
+    written = writers.write(result)
+
+    assert written.seg_stored
+    assert set(written.seconds) == {"SEG", "SR", "STOW-RS"}
+    seg = hd.seg.Segmentation.from_dataset(stored(orthanc, result.uids.seg))
+    assert [segment.TrackingID for segment in seg.SegmentSequence] == ["Effusion", "Pneumothorax"]
+    sr = hd.sr.Comprehensive3DSR.from_dataset(stored(orthanc, result.uids.sr))
+    assert sr.StudyInstanceUID == source.StudyInstanceUID
+    assert sr.SeriesInstanceUID == result.uids.sr_series
+
+
+def test_a_worker_that_dies_fails_one_write_retryably_and_is_replaced(
+    orthanc: OrthancConnection, shared_data: Path
+) -> None:
+    others = set(multiprocessing.active_children())
+    writers = ResultWriters(orthanc, processes=1)
+    try:
+        writers.wait_ready()
+        [worker] = set(multiprocessing.active_children()) - others
+        os.kill(worker.pid, signal.SIGKILL)  # type: ignore[arg-type]  # a started process has a pid
+        worker.join(timeout=10)
+
+        source = studies.renewed(studies.chest_xray(shared_data))
+        with pytest.raises(ArchiveUnavailable, match="writer process stopped"):
+            writers.write(result_for(source))
+        written = writers.write(result_for(source))  # the job's retry
+    finally:
+        writers.close()
+
+    assert written.seg_stored
+    assert stored(orthanc, result_for(source).uids.sr).StudyInstanceUID == source.StudyInstanceUID
