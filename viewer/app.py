@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import quote
@@ -34,6 +35,8 @@ from viewer.archive import Archive, ArchiveError
 from viewer.deps import NotSignedInError, check_csrf, current_user
 from viewer.headers import SecurityHeaders
 from viewer.templates import make_templates, render
+
+log = logging.getLogger("openaim.viewer")
 
 
 def create_app(settings: Settings, orthanc: OrthancConnection) -> FastAPI:
@@ -115,5 +118,6 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error_response(request, 422, problems)
 
     @app.exception_handler(ArchiveError)
-    async def archive_down(request: Request, _: ArchiveError) -> Response:
+    async def archive_down(request: Request, error: ArchiveError) -> Response:
+        log.warning("archive error: %s", error)  # a status or an exception class: nothing about a patient
         return _error_response(request, 502, "The image archive is not answering. Try again.")
