@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.orm import Session
 
+from inference.catalog import ModelVersion
 from tests.inference.tiny_model import WEIGHTS, tiny_manifest
 
 
@@ -68,3 +70,22 @@ def make_package(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def manifest_data() -> dict[str, Any]:
     return example_manifest()
+
+
+def add_version(db: Session, model_id: str = "m", device_uid: str = "1.2.3") -> int:
+    """A catalog row for jobs to point at, without a package behind it; returns its id."""
+    version = ModelVersion(
+        model_id=model_id,
+        version="1.0.0",
+        name=model_id,
+        vendor="v",
+        device_uid=device_uid,
+        weights_sha256="0" * 64,
+        manifest_json="{}",
+        package_path="/nowhere",
+        mode="shadow",
+        installed_by="test",
+    )
+    db.add(version)
+    db.flush()
+    return version.id

@@ -10,29 +10,15 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference import jobs
-from inference.catalog import ModelVersion
 from inference.jobs import Job, JobState
 from openaim.db import transaction, utcnow
+from tests.inference.conftest import add_version
 
 
 @pytest.fixture
 def version_id(factory: sessionmaker[Session]) -> int:
     with transaction(factory) as db:
-        version = ModelVersion(
-            model_id="m",
-            version="1.0.0",
-            name="m",
-            vendor="v",
-            device_uid="1.2.3",
-            weights_sha256="0" * 64,
-            manifest_json="{}",
-            package_path="/nowhere",
-            mode="shadow",
-            installed_by="test",
-        )
-        db.add(version)
-        db.flush()
-        return version.id
+        return add_version(db)
 
 
 def _state(factory: sessionmaker[Session], job_id: int) -> Job:

@@ -6,35 +6,17 @@ from __future__ import annotations
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference import jobs
-from inference.catalog import ModelVersion
 from inference.dicom_results.uids import ResultUids
 from inference.watcher import routed_series
 from openaim.db import transaction
-
-
-def _version(db: Session, device_uid: str) -> int:
-    version = ModelVersion(
-        model_id=f"m{device_uid}",
-        version="1.0.0",
-        name="m",
-        vendor="v",
-        device_uid=device_uid,
-        weights_sha256="0" * 64,
-        manifest_json="{}",
-        package_path="/nowhere",
-        mode="shadow",
-        installed_by="test",
-    )
-    db.add(version)
-    db.flush()
-    return version.id
+from tests.inference.conftest import add_version
 
 
 def test_a_study_knows_its_routed_series_and_the_result_series_of_every_model(
     factory: sessionmaker[Session],
 ) -> None:
     with transaction(factory) as db:
-        first, second = _version(db, "1.2.3"), _version(db, "1.2.4")
+        first, second = add_version(db, "m1", "1.2.3"), add_version(db, "m2", "1.2.4")
         jobs.enqueue(db, "1.9", "1.9.1", first)
         jobs.enqueue(db, "1.9", "1.9.1", second)
         jobs.enqueue(db, "1.8", "1.8.1", first)  # another study
