@@ -13,6 +13,8 @@ findings already mapped onto the source's grid, and the UIDs to write.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ from inference.dicom_results.uids import ResultUids
 from orthanc import OrthancConnection
 
 PIXEL_DATA = Tag("PixelData")
+ORPHAN_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class ResultWriters:
             max_workers=self._processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(self._connection,),
+            initargs=(self._connection, os.getpid()),
         )
 
     def wait_ready(self) -> None:
@@ -100,8 +103,20 @@ class ResultWriters:
 _worker: dict[str, InferenceArchive] = {}  # the process's own connection to Orthanc, made once
 
 
-def _start_worker(connection: OrthancConnection) -> None:
+def _start_worker(connection: OrthancConnection, service_pid: int) -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the service stops its writers itself, after
+    # they have stored what they hold.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker["archive"] = InferenceArchive(connection)
+    threading.Thread(target=_stop_when_orphaned, args=(service_pid,), daemon=True).start()
+
+
+def _stop_when_orphaned(service_pid: int) -> None:
+    """A service killed outright (SIGKILL, the OOM killer) cannot stop its writers, and a writer waiting for
+    work never notices: it holds both ends of its own queue. So each one watches for its service to go."""
+    while os.getppid() == service_pid:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    os._exit(0)
 
 
 def _ready() -> bool:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-from collections.abc import Iterator
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import highdicom as hd
@@ -18,7 +21,7 @@ from inference.archive import ArchiveUnavailable
 from inference.dicom_results import Algorithm
 from inference.dicom_results.uids import ResultUids
 from inference.manifest import Manifest
-from inference.result_writer import ResultToWrite, ResultWriters, without_pixels
+from inference.result_writer import ORPHAN_CHECK_SECONDS, ResultToWrite, ResultWriters, without_pixels
 from orthanc import OrthancConnection, OrthancServer
 from orthanc.launcher import free_port
 from tests.inference import studies
@@ -103,3 +106,74 @@ def test_a_worker_that_dies_fails_one_write_retryably_and_is_replaced(
 
     assert written.seg_stored
     assert stored(orthanc, result_for(source).uids.sr).StudyInstanceUID == source.StudyInstanceUID
+
+
+def test_ctrl_c_in_the_terminal_leaves_the_writers_to_their_service(
+    orthanc: OrthancConnection, shared_data: Path
+) -> None:
+    others = set(multiprocessing.active_children())
+    writers = ResultWriters(orthanc, processes=1)
+    try:
+        writers.wait_ready()
+        [worker] = set(multiprocessing.active_children()) - others
+        os.kill(worker.pid, signal.SIGINT)  # type: ignore[arg-type]  # a started process has a pid
+        written = writers.write(result_for(studies.renewed(studies.chest_xray(shared_data))))
+    finally:
+        writers.close()
+    assert written.seg_stored
+
+
+OWNER = """
+import multiprocessing, pathlib, sys, time
+from orthanc import OrthancConnection
+from inference.result_writer import ResultWriters
+if __name__ == "__main__":
+    writers = ResultWriters(OrthancConnection(*sys.argv[2:5]), processes=2)
+    writers.wait_ready()
+    pids = " ".join(str(child.pid) for child in multiprocessing.active_children())
+    pathlib.Path(sys.argv[1]).write_text(pids)
+    time.sleep(120)
+"""
+
+
+def test_writers_stop_by_themselves_when_their_service_is_killed(
+    orthanc: OrthancConnection, tmp_path: Path
+) -> None:
+    script, pids, log = tmp_path / "owner.py", tmp_path / "pids", tmp_path / "owner.log"
+    script.write_text(OWNER)
+    owner = subprocess.Popen(
+        [sys.executable, str(script), str(pids), orthanc.url, orthanc.username, orthanc.password],
+        cwd=Path(__file__).parents[2],
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[2])},
+        stdin=subprocess.DEVNULL,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        started = _within(60, lambda: pids.exists() and bool(pids.read_text()))
+        assert started, f"the writers did not start:\n{log.read_text()}"
+        workers = [int(pid) for pid in pids.read_text().split()]
+        assert len(workers) == 2 and all(_running(pid) for pid in workers)
+    finally:
+        owner.kill()  # SIGKILL: no atexit, no pool shutdown
+        owner.wait()
+
+    assert _within(10 * ORPHAN_CHECK_SECONDS, lambda: not any(_running(pid) for pid in workers))
+
+
+def _within(seconds: float, condition: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _running(pid: int) -> bool:
+    """Neither gone nor a zombie (this machine's init may be slow to reap an orphan's exit)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
