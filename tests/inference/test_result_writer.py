@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import highdicom as hd
@@ -86,23 +87,33 @@ def test_a_worker_stores_the_sr_and_the_seg_of_a_result(
     assert sr.SeriesInstanceUID == result.uids.sr_series
 
 
-def test_a_worker_that_dies_fails_one_write_retryably_and_is_replaced(
-    orthanc: OrthancConnection, shared_data: Path
-) -> None:
+@contextmanager
+def one_writer(orthanc: OrthancConnection) -> Iterator[tuple[ResultWriters, multiprocessing.Process]]:
+    """A pool of one started writer process, and that process."""
     others = set(multiprocessing.active_children())
     writers = ResultWriters(orthanc, processes=1)
     try:
         writers.wait_ready()
         [worker] = set(multiprocessing.active_children()) - others
-        os.kill(worker.pid, signal.SIGKILL)  # type: ignore[arg-type]  # a started process has a pid
-        worker.join(timeout=10)
+        yield writers, worker
+    finally:
+        writers.close()
 
-        source = studies.renewed(studies.chest_xray(shared_data))
+
+def signal_worker(worker: multiprocessing.Process, number: int) -> None:
+    os.kill(worker.pid, number)  # type: ignore[arg-type]  # a started process has a pid
+
+
+def test_a_worker_that_dies_fails_one_write_retryably_and_is_replaced(
+    orthanc: OrthancConnection, shared_data: Path
+) -> None:
+    source = studies.renewed(studies.chest_xray(shared_data))
+    with one_writer(orthanc) as (writers, worker):
+        signal_worker(worker, signal.SIGKILL)
+        worker.join(timeout=10)
         with pytest.raises(ArchiveUnavailable, match="writer process stopped"):
             writers.write(result_for(source))
         written = writers.write(result_for(source))  # the job's retry
-    finally:
-        writers.close()
 
     assert written.seg_stored
     assert stored(orthanc, result_for(source).uids.sr).StudyInstanceUID == source.StudyInstanceUID
@@ -111,15 +122,9 @@ def test_a_worker_that_dies_fails_one_write_retryably_and_is_replaced(
 def test_ctrl_c_in_the_terminal_leaves_the_writers_to_their_service(
     orthanc: OrthancConnection, shared_data: Path
 ) -> None:
-    others = set(multiprocessing.active_children())
-    writers = ResultWriters(orthanc, processes=1)
-    try:
-        writers.wait_ready()
-        [worker] = set(multiprocessing.active_children()) - others
-        os.kill(worker.pid, signal.SIGINT)  # type: ignore[arg-type]  # a started process has a pid
+    with one_writer(orthanc) as (writers, worker):
+        signal_worker(worker, signal.SIGINT)
         written = writers.write(result_for(studies.renewed(studies.chest_xray(shared_data))))
-    finally:
-        writers.close()
     assert written.seg_stored
 
 
