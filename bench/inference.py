@@ -182,48 +182,61 @@ class Latencies:
 def latency(
     service: InferenceService, orthanc: OrthancConnection, factory: sessionmaker[Session], files: list[bytes]
 ) -> Latencies:
-    """One study at a time, as a quiet reading room sends them."""
-    stop = threading.Event()
-    thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
-    thread.start()
+    """One study at a time, as a quiet reading room sends them. The service runs in this (the main) thread,
+    as `openaim inference run` runs it, and as the raw forward pass above ran: torch gives each thread
+    that runs it its own OpenMP team, and a second team on these cores slows the forward pass."""
     latencies = Latencies()
-    try:
-        with orthanc.client() as client:
-            last = client.get("/changes", params={"last": ""}).json()["Last"]
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def send_and_observe() -> None:
+        try:
             for data in files:
-                stored = client.post("/instances", content=data)
-                stored.raise_for_status()
-                study, series_uid = stored.json()["ParentStudy"], str(read_dataset(data).SeriesInstanceUID)
-                stable_at = None
-                while stable_at is None:  # the moment Orthanc publishes StableStudy for this study
-                    answer = client.get("/changes", params={"since": last, "limit": 100}).json()
-                    last = answer["Last"]
-                    if any(
-                        change["ChangeType"] == "StableStudy" and change["ID"] == study
-                        for change in answer["Changes"]
-                    ):
-                        stable_at = utcnow()
-                    else:
-                        time.sleep(0.005)
-                job = None
-                while job is None or job.finished_at is None:
-                    # the service stamps both moments itself: checking rarely costs no precision, and
-                    # leaves the two cores to the service
-                    time.sleep(0.05)
-                    with factory() as db:
-                        job = db.scalar(select(Job).where(Job.series_uid == series_uid))
-                with factory() as db:
-                    created = db.scalar(
-                        select(InferenceResult.created_at).where(InferenceResult.job_id == job.id)
-                    )
-                assert created is not None
-                latencies.queued.append(max((job.created_at - stable_at).total_seconds(), 0.0))
-                latencies.result.append(max((created - stable_at).total_seconds(), 0.0))
-                latencies.dicom.append(max((job.finished_at - stable_at).total_seconds(), 0.0))
-    finally:
-        stop.set()
-        thread.join()
+                observe(orthanc, factory, data, latencies)
+        except BaseException as error:  # re-raised below, in the main thread
+            failures.append(error)
+        finally:
+            stop.set()
+
+    observer = threading.Thread(target=send_and_observe, daemon=True)
+    observer.start()
+    service.run(stop)
+    observer.join()
+    if failures:
+        raise failures[0]
     return latencies
+
+
+def observe(orthanc: OrthancConnection, factory: sessionmaker[Session], data: bytes, into: Latencies) -> None:
+    """Store one study, note when Orthanc calls it stable, and wait for the service to finish it."""
+    with orthanc.client() as client:
+        last = client.get("/changes", params={"last": ""}).json()["Last"]
+        stored = client.post("/instances", content=data)
+        stored.raise_for_status()
+        study, series_uid = stored.json()["ParentStudy"], str(read_dataset(data).SeriesInstanceUID)
+        stable_at = None
+        while stable_at is None:  # the moment Orthanc publishes StableStudy for this study
+            answer = client.get("/changes", params={"since": last, "limit": 100}).json()
+            last = answer["Last"]
+            if any(
+                change["ChangeType"] == "StableStudy" and change["ID"] == study for change in answer["Changes"]
+            ):
+                stable_at = utcnow()
+            else:
+                time.sleep(0.005)
+    job = None
+    while job is None or job.finished_at is None:
+        # the service stamps both moments itself: checking rarely costs no precision, and leaves the
+        # two cores to the service
+        time.sleep(0.05)
+        with factory() as db:
+            job = db.scalar(select(Job).where(Job.series_uid == series_uid))
+    with factory() as db:
+        created = db.scalar(select(InferenceResult.created_at).where(InferenceResult.job_id == job.id))
+    assert created is not None
+    into.queued.append(max((job.created_at - stable_at).total_seconds(), 0.0))
+    into.result.append(max((created - stable_at).total_seconds(), 0.0))
+    into.dicom.append(max((job.finished_at - stable_at).total_seconds(), 0.0))
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -289,7 +302,9 @@ def main() -> None:
             throughput = pipeline(service, factory, version_id, uids)
             stages = service.timings.milliseconds_per_image()
             positives = positives_per_image(factory)
+            service.timings.reset()
             waits = latency(service, orthanc, factory, latency_files)
+            latency_stages = service.timings.milliseconds_per_image()
             service.close()
         finally:
             server.stop()
@@ -330,6 +345,10 @@ def main() -> None:
     rows += [
         (f"  pipeline stage: {stage}", f"{ms:.1f} ms/img", "summed over threads")
         for stage, ms in stages.items()
+    ]
+    rows += [
+        (f"  latency stage: {stage}", f"{ms:.1f} ms/img", "one study at a time")
+        for stage, ms in latency_stages.items()
     ]
     width = max(len(row[0]) for row in rows)
     print(f"{'measure':<{width}}  {'value':>12}  note")

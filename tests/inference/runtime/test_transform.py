@@ -3,6 +3,11 @@ maps back onto the right source pixels."""
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -57,3 +62,31 @@ def test_anything_but_an_8_bit_greyscale_image_is_refused() -> None:
     assert isinstance(
         to_model_input(np.zeros((4, 4), np.uint8), _preprocessing(ResizeMode.STRETCH))[0], torch.Tensor
     )
+
+
+def _threads_started_by(work: Callable[[], object]) -> int:
+    """How many threads started while ``work`` ran in a fresh thread (Linux: /proc/self/task)."""
+    counts: list[int] = []
+
+    def run() -> None:
+        before = set(os.listdir("/proc/self/task"))
+        work()
+        counts.append(len(set(os.listdir("/proc/self/task")) - before))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return counts[0]
+
+
+@pytest.mark.skipif(
+    not (torch.backends.openmp.is_available() and torch.get_num_threads() > 1 and Path("/proc").is_dir()),
+    reason="needs torch with OpenMP on more than one core, and Linux's /proc, to show an OpenMP team",
+)
+def test_preprocessing_in_a_reader_thread_starts_no_openmp_team() -> None:
+    # The service preprocesses in reader threads; an OpenMP team there slows the model's forward pass in
+    # the service thread 1.8x (see to_model_input). First, that the probe sees a team when torch starts one.
+    assert _threads_started_by(lambda: torch.zeros(3, 224, 224) / 2) > 0
+    image = np.zeros((512, 512), dtype=np.uint8)
+    preprocessing = _preprocessing(ResizeMode.RESIZE_SHORT_CROP_CENTER, size=224, channels=3)
+    assert _threads_started_by(lambda: to_model_input(image, preprocessing)) == 0
