@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import os
 import statistics
 import sys
 import tempfile
@@ -114,16 +115,51 @@ def chest_xray_pngs(shared_data: Path, count: int) -> list[Path]:
     return (sorted((folder / "full").glob("*.png")) + sorted((folder / "small").glob("*.png")))[:count]
 
 
-def images_per_second(predictor: Predictor, tensors: list[torch.Tensor], batch: int) -> float:
+@dataclass(frozen=True)
+class CpuClock:
+    """CPU seconds used so far: by this process (the service's threads and the model), and by every
+    process on the machine (adds the result writers and Orthanc). Linux's /proc/stat; elsewhere None."""
+
+    own: float
+    machine: float | None
+
+    @classmethod
+    def now(cls) -> CpuClock:
+        user, system, *_children = os.times()
+        return cls(user + system, _machine_busy_seconds())
+
+    def since(self, start: CpuClock) -> CpuClock:
+        machine = None if self.machine is None or start.machine is None else self.machine - start.machine
+        return CpuClock(self.own - start.own, machine)
+
+
+def _machine_busy_seconds() -> float | None:
+    stat = Path("/proc/stat")
+    if not stat.exists():
+        return None
+    # cpu  user nice system idle iowait irq softirq steal ...: busy is all but idle, iowait and steal
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in stat.read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Rate:
+    per_second: float
+    cpu_ms: float  # CPU per image, this process
+    machine_cpu_ms: float | None = None  # CPU per image, every process on the machine
+
+
+def images_per_second(predictor: Predictor, tensors: list[torch.Tensor], batch: int) -> Rate:
     predictor.forward(torch.stack(tensors[:batch]))  # warm-up: first-call allocations, kernel choice
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), CpuClock.now()
     for first in range(0, len(tensors), batch):
         logits, _cams = predictor.forward(torch.stack(tensors[first : first + batch]))
         logits.float().cpu()
-    return len(tensors) / (time.perf_counter() - start)
+    elapsed, used = time.perf_counter() - start, CpuClock.now().since(cpu)
+    return Rate(len(tensors) / elapsed, 1000 * used.own / len(tensors))
 
 
-def raw_forward(predictor: Predictor, files: list[bytes]) -> dict[int, float]:
+def raw_forward(predictor: Predictor, files: list[bytes]) -> dict[int, Rate]:
     tensors = model_inputs(files, predictor.manifest.preprocessing)
     return {batch: images_per_second(predictor, tensors, batch) for batch in (1, 2, 4, 8, 16)}
 
@@ -153,21 +189,22 @@ def positives_per_image(factory: sessionmaker[Session]) -> float:
 
 def pipeline(
     service: InferenceService, factory: sessionmaker[Session], version_id: int, uids: list[tuple[str, str]]
-) -> float:
+) -> Rate:
     with transaction(factory) as db:
         for study_uid, series_uid in uids:
             jobs.enqueue(db, study_uid, series_uid, version_id)
     before = results(factory)
     service.timings.reset()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), CpuClock.now()
     while service.run_due():
         pass
     service.flush()
-    elapsed = time.perf_counter() - start
+    elapsed, used = time.perf_counter() - start, CpuClock.now().since(cpu)
     done = results(factory) - before
     if done != len(uids):
         raise SystemExit(f"pipeline: only {done} of {len(uids)} jobs produced a result")
-    return len(uids) / elapsed
+    machine = None if used.machine is None else 1000 * used.machine / len(uids)
+    return Rate(len(uids) / elapsed, 1000 * used.own / len(uids), machine)
 
 
 @dataclass
@@ -219,7 +256,8 @@ def observe(orthanc: OrthancConnection, factory: sessionmaker[Session], data: by
             answer = client.get("/changes", params={"since": last, "limit": 100}).json()
             last = answer["Last"]
             if any(
-                change["ChangeType"] == "StableStudy" and change["ID"] == study for change in answer["Changes"]
+                change["ChangeType"] == "StableStudy" and change["ID"] == study
+                for change in answer["Changes"]
             ):
                 stable_at = utcnow()
             else:
@@ -310,37 +348,9 @@ def main() -> None:
             server.stop()
             engine.dispose()
 
-    best_batch = max(raw, key=lambda batch: raw[batch])
-    single_ms = 1000 / raw[1]
-    rows = [
-        ("raw forward, batch 1", f"{raw[1]:.1f} img/s", f"{single_ms:.1f} ms/img"),
-        (
-            f"raw forward, best batch ({best_batch})",
-            f"{raw[best_batch]:.1f} img/s",
-            f"{1000 / raw[best_batch]:.1f} ms/img",
-        ),
-        (
-            f"pipeline, batch {args.batch} ({args.images} images)",
-            f"{throughput:.1f} img/s",
-            f"{100 * throughput / raw[best_batch]:.0f}% of best raw (goal 80%)",
-        ),
-        (
-            f"stable-to-result latency p50 ({len(waits.result)} studies)",
-            f"{1000 * statistics.median(waits.result):.0f} ms",
-            f"{statistics.median(waits.result) * 1000 / single_ms:.1f}x single forward (goal < 2x)",
-        ),
-        ("stable-to-result latency p95", f"{1000 * percentile(waits.result, 0.95):.0f} ms", ""),
-        (
-            "  of which stable-to-queued (watcher) p50",
-            f"{1000 * statistics.median(waits.queued):.0f} ms",
-            "the rest: claim, fetch, decode, model, rows",
-        ),
-        (
-            "stable-to-SR+SEG-stored latency p50 / p95",
-            f"{1000 * statistics.median(waits.dicom):.0f} ms",
-            f"p95 {1000 * percentile(waits.dicom, 0.95):.0f} ms",
-        ),
-    ]
+    rows = speed_rows(raw, throughput, args.batch, args.images)
+    rows += latency_rows(waits, single_ms=1000 / raw[1].per_second)
+    rows += cpu_rows(raw, throughput)
     rows.append(("positive findings per image", f"{positives:.2f}", "each adds boxes and a SEG segment"))
     rows += [
         (f"  pipeline stage: {stage}", f"{ms:.1f} ms/img", "summed over threads")
@@ -354,6 +364,88 @@ def main() -> None:
     print(f"{'measure':<{width}}  {'value':>12}  note")
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>12}  {note}")
+
+
+Row = tuple[str, str, str]
+
+
+def best(raw: dict[int, Rate]) -> int:
+    return max(raw, key=lambda batch: raw[batch].per_second)
+
+
+def speed_rows(raw: dict[int, Rate], pipeline: Rate, batch: int, images: int) -> list[Row]:
+    top = raw[best(raw)]
+    return [
+        ("raw forward, batch 1", f"{raw[1].per_second:.1f} img/s", f"{1000 / raw[1].per_second:.1f} ms/img"),
+        (
+            f"raw forward, best batch ({best(raw)})",
+            f"{top.per_second:.1f} img/s",
+            f"{1000 / top.per_second:.1f} ms/img",
+        ),
+        (
+            f"pipeline, batch {batch} ({images} images)",
+            f"{pipeline.per_second:.1f} img/s",
+            f"{100 * pipeline.per_second / top.per_second:.0f}% of best raw (goal 80%)",
+        ),
+    ]
+
+
+def latency_rows(waits: Latencies, single_ms: float) -> list[Row]:
+    p50 = statistics.median(waits.result)
+    return [
+        (
+            f"stable-to-result latency p50 ({len(waits.result)} studies)",
+            f"{1000 * p50:.0f} ms",
+            f"{p50 * 1000 / single_ms:.1f}x single forward (goal < 2x)",
+        ),
+        ("stable-to-result latency p95", f"{1000 * percentile(waits.result, 0.95):.0f} ms", ""),
+        (
+            "  of which stable-to-queued (watcher) p50",
+            f"{1000 * statistics.median(waits.queued):.0f} ms",
+            "the rest: claim, fetch, decode, model, rows",
+        ),
+        (
+            "stable-to-SR+SEG-stored latency p50 / p95",
+            f"{1000 * statistics.median(waits.dicom):.0f} ms",
+            f"p95 {1000 * percentile(waits.dicom, 0.95):.0f} ms",
+        ),
+    ]
+
+
+def cpu_rows(raw: dict[int, Rate], pipeline: Rate) -> list[Row]:
+    """Where the throughput goes: CPU per image. When the raw pass keeps every core busy, the pipeline can
+    at most reach (the model's CPU) / (the pipeline's CPU) of it, however well its stages overlap."""
+    cores = len(os.sched_getaffinity(0))
+    top = raw[best(raw)]
+    busy = top.cpu_ms * top.per_second / 1000 / cores
+    rows = [
+        (
+            f"CPU per image: raw forward, best batch ({best(raw)})",
+            f"{top.cpu_ms:.0f} ms",
+            f"keeps {100 * busy:.0f}% of {cores} cores busy",
+        ),
+        (
+            "CPU per image: pipeline, service process",
+            f"{pipeline.cpu_ms:.0f} ms",
+            "model, fetch, decode, rows",
+        ),
+    ]
+    if pipeline.machine_cpu_ms is None:
+        return rows
+    ceiling = cores * 1000 / pipeline.machine_cpu_ms
+    return [
+        *rows,
+        (
+            "CPU per image: pipeline, all processes",
+            f"{pipeline.machine_cpu_ms:.0f} ms",
+            f"with the SR/SEG writers and Orthanc: {pipeline.machine_cpu_ms - pipeline.cpu_ms:.0f} ms",
+        ),
+        (
+            f"pipeline ceiling at that CPU on {cores} cores",
+            f"{ceiling:.1f} img/s",
+            f"{100 * ceiling / top.per_second:.0f}% of best raw, with perfect overlap",
+        ),
+    ]
 
 
 if __name__ == "__main__":
