@@ -21,7 +21,7 @@ from inference.catalog import Mode, ModelVersion
 from inference.jobs import Job, JobState
 from inference.results import InferenceResult
 from inference.router import UnroutedSeries
-from inference.service import InferenceService
+from inference.service import InferenceService, model_threads
 from openaim.audit import AuditEvent, EventType
 from openaim.db import make_engine, session_factory, transaction, upgrade
 from openaim.settings import Settings
@@ -198,3 +198,10 @@ def _instance(orthanc: OrthancConnection, sop_instance_uid: str) -> pydicom.Data
         [match] = client.post("/tools/lookup", content=sop_instance_uid).json()
         data = client.get(f"/instances/{match['ID']}/file").content
     return pydicom.dcmread(io.BytesIO(data))
+
+
+def test_the_model_leaves_a_core_to_each_busy_result_writer() -> None:
+    assert model_threads(2, writers_busy=0) == 2  # one study at a time: every core for the shortest wait
+    assert model_threads(2, writers_busy=1) == 1
+    assert model_threads(16, writers_busy=2) == 14
+    assert model_threads(2, writers_busy=2) == 1  # never fewer than one
