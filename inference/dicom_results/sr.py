@@ -115,9 +115,12 @@ def _groups(
 ) -> list[Group]:
     groups: list[Group] = []
     segments = _segment_numbers(findings, seg)
+    # Built once and shared by every group: highdicom copies the whole tree when it makes the SR
+    identification = algorithm.sr_identification()
+    image = _source_for_group(source, frames)
     for finding in findings:
         concept = finding_code(finding.label, finding.display_name, finding.code)
-        groups.append(_finding_group(source, finding, concept, algorithm, frames, sr_uid))
+        groups.append(_finding_group(finding, concept, identification, image, sr_uid))
         for number, box in enumerate(finding.boxes, start=1):
             tracking = _tracking(sr_uid, f"{finding.label} box {number}")
             region = _closed_polyline(source, box, frames)
@@ -126,17 +129,17 @@ def _groups(
                     tracking_identifier=tracking,
                     referenced_region=region,
                     finding_type=concept,
-                    algorithm_id=algorithm.sr_identification(),
+                    algorithm_id=identification,
                 )
             )
         if seg is not None and finding.label in segments:
-            groups.append(_segment_group(source, finding, concept, algorithm, frames, seg, segments, sr_uid))
+            groups.append(_segment_group(source, finding, concept, identification, frames, seg, segments, sr_uid))
     if triage is not None:
         groups.append(
             hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=_tracking(sr_uid, TRIAGE_TRACKING_ID),
-                algorithm_id=algorithm.sr_identification(),
-                source_images=[_source_for_group(source, frames)],
+                algorithm_id=identification,
+                source_images=[image],
                 qualitative_evaluations=[hd.sr.QualitativeEvaluation(PRIORITY, triage_code(triage))],
             )
         )
@@ -144,18 +147,17 @@ def _groups(
 
 
 def _finding_group(
-    source: Dataset,
     finding: FindingResult,
     concept: hd.sr.CodedConcept,
-    algorithm: Algorithm,
-    frames: list[int] | None,
+    identification: hd.sr.AlgorithmIdentification,
+    image: hd.sr.SourceImageForMeasurementGroup,
     sr_uid: str,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(sr_uid, finding.label),
         finding_type=concept,
-        algorithm_id=algorithm.sr_identification(),
-        source_images=[_source_for_group(source, frames)],
+        algorithm_id=identification,
+        source_images=[image],
         measurements=[
             hd.sr.Measurement(name=PROBABILITY, value=finding.probability, unit=UNITLESS),
             hd.sr.Measurement(name=THRESHOLD, value=finding.threshold, unit=UNITLESS),
@@ -170,7 +172,7 @@ def _segment_group(
     source: Dataset,
     finding: FindingResult,
     concept: hd.sr.CodedConcept,
-    algorithm: Algorithm,
+    identification: hd.sr.AlgorithmIdentification,
     frames: list[int] | None,
     seg: Dataset,
     segments: dict[str, int],
@@ -191,7 +193,7 @@ def _segment_group(
         tracking_identifier=_tracking(sr_uid, f"{finding.label} heatmap"),
         referenced_segment=reference,
         finding_type=concept,
-        algorithm_id=algorithm.sr_identification(),
+        algorithm_id=identification,
     )
 
 
