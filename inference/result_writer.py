@@ -1,10 +1,11 @@
 """A result's portable DICOM record, its SEG and SR built and stored by STOW-RS, written in worker processes.
 
 Building an SR or a SEG is pure Python (highdicom on pydicom): 0.14-0.16 s of CPU to build a 14-finding SR
-and 0.035-0.045 s to encode it, all of it holding the GIL. Done in threads of the service's own process, it starved the model, whose forward
-pass takes the GIL back between operations: on 2 cores DenseNet-121 took 590-608 ms an image in the
-pipeline against 102-110 ms alone. Worker processes have their own GIL; the model now shares only the
-cores (212 ms against 79 ms alone), and writers use whatever cores there are.
+and 0.035-0.045 s to encode it, all of it holding the GIL. Done in threads of the service's own process,
+it starved the model, whose forward pass takes the GIL back between operations: on 2 cores DenseNet-121
+took 590-608 ms an image in the pipeline against 102-110 ms alone. Worker processes have their own GIL;
+the model shares only the cores with them (and leaves one to each busy writer: see
+``service.model_threads``), and writers use whatever cores there are.
 
 Workers import neither torch nor a model: what they get is the source's attributes (no pixels), the
 findings already mapped onto the source's grid, and the UIDs to write.

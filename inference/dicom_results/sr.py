@@ -133,7 +133,9 @@ def _groups(
                 )
             )
         if seg is not None and finding.label in segments:
-            groups.append(_segment_group(source, finding, concept, identification, frames, seg, segments, sr_uid))
+            groups.append(
+                _segment_group(source, finding, concept, identification, frames, seg, segments, sr_uid)
+            )
     if triage is not None:
         groups.append(
             hd.sr.MeasurementsAndQualitativeEvaluations(
