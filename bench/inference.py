@@ -303,7 +303,6 @@ def main() -> None:
             inference_batch_size=args.batch,
             inference_device=args.device,
             inference_precision=args.precision,
-            inference_poll_seconds=0.01,
         )
         upgrade(settings.resolved_database_url)
         engine = make_engine(settings.resolved_database_url)
@@ -333,7 +332,8 @@ def main() -> None:
                 f"model: {package.manifest.id} {package.manifest.version}, device {predictor.device}, "
                 f"{'bf16' if predictor.bf16 else 'fp32'}, "
                 f"input {package.manifest.preprocessing.input_size}px, "
-                f"torch threads {torch.get_num_threads()}"
+                f"torch threads {torch.get_num_threads()}, "
+                f"polls /changes every {settings.inference_poll_seconds} s"
             )
             raw = raw_forward(predictor, batch_files)
             uids = store(orthanc, batch_files)

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import threading
+import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,6 +56,10 @@ from orthanc import OrthancConnection
 
 log = logging.getLogger("openaim.inference")
 
+# An idle service reads /changes every poll, but looks for due jobs (retries whose back-off has passed,
+# jobs whose worker died, jobs another service queued) only this often: half the cost of an idle poll.
+IDLE_CLAIM_SECONDS = 1.0
+
 
 @dataclass
 class PreparedJob:
@@ -83,6 +88,7 @@ class InferenceService:
         self._writers = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="inference-write")
         self._writing: list[Future[None]] = []
         self._model_threads = torch.get_num_threads()  # torch's own choice: one per physical core
+        self._next_idle_claim = 0.0  # time.monotonic() from which an idle step claims again
 
     def wait_ready(self) -> None:
         """Start the result writer processes now rather than with the first result."""
@@ -119,9 +125,10 @@ class InferenceService:
         log.info("inference service stopped")
 
     def step(self) -> bool:
-        """One poll and one batch; True when there was work."""
+        """One poll and one batch; True when there was work. The batch is claimed at once when the poll
+        read changes (they may have queued jobs) or the last claim found work, else once a second."""
         changes = poll(self.archive, self.factory, self._candidates)
-        ran = self.run_due()
+        ran = self.run_due() if changes or time.monotonic() >= self._next_idle_claim else 0
         if not ran:
             self.flush()
         return bool(changes or ran)
@@ -144,6 +151,7 @@ class InferenceService:
             lease_seconds=self.settings.inference_lease_seconds,
             max_attempts=self.settings.inference_max_attempts,
         )
+        self._next_idle_claim = 0.0 if claimed else time.monotonic() + IDLE_CLAIM_SECONDS
         by_version: dict[int, list[ClaimedJob]] = defaultdict(list)
         for job in claimed:
             by_version[job.model_version_id].append(job)

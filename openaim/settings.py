@@ -59,7 +59,10 @@ class Settings(BaseSettings):
         True, description="Run the inference service inside `openaim serve` / `demo` (off: run it alone)."
     )
     inference_poll_seconds: float = Field(
-        0.2, description="How often the watcher asks Orthanc for /changes; a loopback call costs ~1 ms."
+        0.05,
+        gt=0,
+        description="How often the watcher asks Orthanc for /changes: a new stable study waits half of it "
+        "on average; an idle service costs ~4% of one core at 0.05 s (~2% at 0.1 s).",
     )
     inference_batch_size: int = Field(8, ge=1, description="Jobs that arrive together run as one batch.")
     inference_device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference import catalog, jobs
+from inference import service as service_module
 from inference.catalog import Mode, ModelVersion
 from inference.jobs import Job, JobState
 from inference.results import InferenceResult
@@ -205,3 +206,25 @@ def test_the_model_leaves_a_core_to_each_busy_result_writer() -> None:
     assert model_threads(2, writers_busy=1) == 1
     assert model_threads(16, writers_busy=2) == 14
     assert model_threads(2, writers_busy=2) == 1  # never fewer than one
+
+
+def test_an_idle_service_takes_jobs_queued_elsewhere_on_its_next_idle_claim(
+    platform: Platform, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "IDLE_CLAIM_SECONDS", 0.5)
+    image = studies.chest_xray(shared_data, 9)
+    studies.store(platform.orthanc, image)
+    platform.run_until_idle()  # routed and done; its study's changes are read
+    assert platform.service.run_due() == 0  # nothing due: the next idle claim is half a second away
+
+    elsewhere = "1.2.826.0.1.3680043.10.1234.9.9"  # as another service, or a retry, would leave a job
+    with transaction(platform.db) as db:
+        version = db.scalars(select(ModelVersion)).one()
+        jobs.enqueue(db, image.StudyInstanceUID, elsewhere, version.id)
+    platform.service.step()
+    assert platform.job_for(elsewhere).state == JobState.QUEUED  # an idle step reads /changes only
+
+    time.sleep(0.5)
+    platform.service.step()
+    job = platform.job_for(elsewhere)
+    assert job.state == JobState.NOT_APPLICABLE, job.reason  # claimed: that series is not in the archive
