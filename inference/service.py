@@ -59,6 +59,8 @@ log = logging.getLogger("openaim.inference")
 # An idle service reads /changes every poll, but looks for due jobs (retries whose back-off has passed,
 # jobs whose worker died, jobs another service queued) only this often: half the cost of an idle poll.
 IDLE_CLAIM_SECONDS = 1.0
+# torch's own choice (one per physical core), read before any service lowers it for a forward pass
+TORCH_THREADS = torch.get_num_threads()
 
 
 @dataclass
@@ -87,7 +89,6 @@ class InferenceService:
         self._result_writers = ResultWriters(connection, writers)
         self._writers = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="inference-write")
         self._writing: list[Future[None]] = []
-        self._model_threads = torch.get_num_threads()  # torch's own choice: one per physical core
         self._next_idle_claim = 0.0  # time.monotonic() from which an idle step claims again
 
     def wait_ready(self) -> None:
@@ -177,7 +178,7 @@ class InferenceService:
         if not prepared:
             return
         if predictor.device.type == "cpu":
-            torch.set_num_threads(model_threads(self._model_threads, self._writers_busy()))
+            torch.set_num_threads(model_threads(TORCH_THREADS, self._writers_busy()))
         try:
             with self.timings.measure("model + CAM", count=len(prepared)):
                 predictions = predictor.predict([item.tensor for item in prepared])
