@@ -220,7 +220,7 @@ def latency(
     service: InferenceService, orthanc: OrthancConnection, factory: sessionmaker[Session], files: list[bytes]
 ) -> Latencies:
     """One study at a time, as a quiet reading room sends them. The service runs in this (the main) thread,
-    as `openaim inference run` runs it, and as the raw forward pass above ran: torch gives each thread
+    as `openaim inference` runs it, and as the raw forward pass above ran: torch gives each thread
     that runs it its own OpenMP team, and a second team on these cores slows the forward pass."""
     latencies = Latencies()
     stop = threading.Event()

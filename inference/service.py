@@ -102,6 +102,7 @@ class InferenceService:
         self._writing.clear()
 
     def close(self) -> None:
+        torch.set_num_threads(TORCH_THREADS)  # process-wide: leave it as found for whatever runs next
         self.flush()
         self._readers.shutdown()
         self._writers.shutdown()
@@ -334,9 +335,9 @@ def model_threads(threads: int, writers_busy: int) -> int:
 
     Each writer process keeps a core busy building an SR. A forward pass that still used every core then
     had OpenMP threads spin-waiting at each barrier for a peer that had no core: on 2 cores, the service
-    process used 274 ms of CPU an image with 2 threads and 160 ms with 1, and the whole pipeline went from
-    2.8 to 3.8 images a second. When nothing is being written (a quiet reading room, one study at a time)
-    every core goes to the model, for the shortest wait.
+    process used 274 ms of CPU an image with all threads and 141-157 ms this way, and the whole pipeline
+    went from 2.8 to 4.4-4.9 images a second (bench/inference.py --model densenet). When nothing is being
+    written (a quiet reading room, one study at a time) every core goes to the model, for the shortest wait.
     """
     return max(1, threads - writers_busy)
 
