@@ -15,7 +15,7 @@ the load client's own overhead: client and server share the machine's cores).
 PostgreSQL: a new database (``openaim_bench_<pid>``) is created on the server that ``--postgres-url`` names
 and dropped afterwards (a new schema if creating databases is not allowed); the named database is never
 written to. Without a URL or a reachable server the PostgreSQL row says why it was skipped.
-Usage: .venv/bin/python bench/feedback.py [--seconds 60] [--readers 50] [--studies 100]
+Usage: .venv/bin/python -m bench.bench_feedback [--seconds 60] [--readers 50] [--studies 100]
                                           [--postgres-url URL] [--json PATH]
 """
 
@@ -31,7 +31,6 @@ import random
 import re
 import secrets
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -41,10 +40,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-# Run as `python bench/feedback.py`, this file's folder comes first on sys.path and bench/viewer.py would
-# shadow the `viewer` package: look in the repository instead.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import httpx
 import uvicorn
@@ -59,9 +54,9 @@ from openaim.db import make_engine, session_factory, transaction, upgrade
 from openaim.settings import Settings
 from orthanc import OrthancConnection, OrthancServer
 from orthanc.launcher import free_port
+from viewer.access.users import Role, add_user
 from viewer.app import create_app
-from viewer.feedback import Feedback
-from viewer.users import Role, add_user
+from viewer.feedback.records import Feedback
 
 PASSWORD = secrets.token_urlsafe(16)
 LABELS = ("Pneumothorax", "Effusion", "Nodule")
@@ -658,7 +653,7 @@ answers and requests with no answer. lost writes: saves answered 201 whose row i
 Goal met: no errors, no wrong answers (a retry that is not answered 200 with its first row, a new version
 that is not the next one), no lost writes, no client id twice and every version history 1..n in the
 database. The sign-in line counts readers whose first page after the sign-in's 303 did not yet see the
-session (retried every 50 ms): it must be 0 since viewer/deps.py commits before answering
+session (retried every 50 ms): it must be 0 since viewer/access/deps.py commits before answering
 (`Depends(get_db, scope="function")`); with FastAPI's default scope the commit came after the answer and
 5-8 of 50 readers raced it.
 """

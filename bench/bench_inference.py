@@ -7,7 +7,7 @@ real chest X-rays, then measures:
      SR + SEG, STOW-RS, database) at the configured batch size;
   3. stable-study-to-result latency: one study at a time, from the moment Orthanc lists the StableStudy
      change (StableAge itself not counted) to the result row being committed.
-Usage: .venv/bin/python bench/inference.py [--model demo|densenet|PATH] [--images 48] [--latency 10]
+Usage: .venv/bin/python -m bench.bench_inference [--model demo|densenet|PATH] [--images 48] [--latency 10]
                                            [--device auto|cpu|cuda] [--precision auto|fp32|bf16]
 
 --model densenet: a CheXNet-sized DenseNet-121 (224 px, 14 findings) for when the published checkpoint is
@@ -24,16 +24,11 @@ import csv
 import hashlib
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-# Run as `python bench/inference.py`, this file's folder comes first on sys.path and its own name would
-# shadow the `inference` package: look in the repository instead.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import numpy as np
 import torch

@@ -2,7 +2,7 @@
 
 Starts a temporary Orthanc and the viewer on loopback, seeds demo studies, then times the same
 requests both ways (a worklist QIDO-RS search, WADO-RS frames, rendered frames) and prints a table.
-Usage: .venv/bin/python bench/proxy.py [--images 40] [--rounds 3]
+Usage: .venv/bin/python -m bench.bench_proxy [--images 40] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from openaim.seed import seed
 from openaim.settings import Settings
 from orthanc import OrthancConnection, OrthancServer
 from orthanc.launcher import free_port
+from viewer.access.users import Role, add_user
 from viewer.app import create_app
-from viewer.users import Role, add_user
 
 PASSWORD = secrets.token_urlsafe(16)
 FRAME_ACCEPT = {"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'}

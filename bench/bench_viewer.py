@@ -8,7 +8,7 @@ the shared data and a full-size (1024x1024) NIH chest X-ray, then measures in on
   2. in Chromium, the platform's viewer: time to first image, time until every frame is loaded, and the
      scroll frame rate through every slice;
   3. in Chromium, the Orthanc Web Viewer plugin's time to first image on the same CT series.
-Usage: .venv/bin/python bench/viewer.py [--slices 200] [--concurrency 6] [--json PATH]
+Usage: .venv/bin/python -m bench.bench_viewer [--slices 200] [--concurrency 6] [--json PATH]
 """
 
 from __future__ import annotations
@@ -20,17 +20,12 @@ import json
 import os
 import re
 import secrets
-import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-# Run as `python bench/viewer.py`, this file's folder comes first on sys.path and its own name would
-# shadow the `viewer` package: look in the repository instead.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import httpx
 import pydicom
@@ -45,8 +40,8 @@ from openaim.settings import Settings
 from orthanc import OrthancConnection, OrthancServer
 from orthanc.launcher import free_port
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS  # the browser tests' Chromium, started the same way
+from viewer.access.users import Role, add_user
 from viewer.app import create_app
-from viewer.users import Role, add_user
 
 USERNAME = "bench"
 PASSWORD = secrets.token_urlsafe(16)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from inference import catalog
 from inference.catalog import CatalogError, Mode, ModelVersion
 from inference.manifest import PackageError
+from openaim.db import migrated
 from openaim.settings import Settings
 
 models_app = typer.Typer(
@@ -37,19 +38,11 @@ def cli_username() -> str:
         return f"cli:uid-{os.getuid()}"
 
 
-def _settings() -> Settings:
-    from openaim.cli import _settings  # openaim.cli imports this module: import it when a command runs
-
-    return _settings()
-
-
 @contextmanager
 def _catalog(settings: Settings) -> Iterator[Session]:
     """A catalog transaction on the platform's (migrated) database; refusals end the command with exit 1."""
-    from openaim.cli import _database
-
     try:
-        with catalog.catalog_transaction(_database(settings)) as db:
+        with catalog.catalog_transaction(migrated(settings.resolved_database_url)) as db:
             yield db
     except PackageError as error:
         typer.echo("error: model package refused:", err=True)
@@ -66,7 +59,7 @@ def install(
     path: Annotated[Path, typer.Argument(help="A package folder, or a .zip / .tar.gz of one.")],
 ) -> None:
     """Verify a package (manifest, weights hash, the model builds) and install it, switched off."""
-    settings = _settings()
+    settings = Settings()
     with _catalog(settings) as db:
         version = catalog.install(
             db, path, catalog.packages_dir(settings), cli_username(), tuple(settings.model_modules)
@@ -82,7 +75,7 @@ def install(
 @models_app.command("list")
 def list_models() -> None:
     """Every installed version, retired ones included."""
-    settings = _settings()
+    settings = Settings()
     with _catalog(settings) as db:
         versions = catalog.list_versions(db)
         rows = [_row(version) for version in versions]
@@ -125,7 +118,7 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 
 
 def _change(action: Callable[[Session], object]) -> None:
-    with _catalog(_settings()) as db:
+    with _catalog(Settings()) as db:
         action(db)
         changes = [change.describe() for change in catalog.pending_changes(db)]
     for line in changes or ["Nothing to change: it is already so."]:

@@ -15,7 +15,9 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +52,7 @@ from inference.timings import StageTimings
 from inference.watcher import poll
 from openaim import audit
 from openaim.audit import Action, EventType
-from openaim.db import transaction
+from openaim.db import make_engine, session_factory, transaction
 from openaim.settings import Settings
 from orthanc import OrthancConnection
 
@@ -336,8 +338,9 @@ def model_threads(threads: int, writers_busy: int) -> int:
     Each writer process keeps a core busy building an SR. A forward pass that still used every core then
     had OpenMP threads spin-waiting at each barrier for a peer that had no core: on 2 cores, the service
     process used 274 ms of CPU an image with all threads and 141-157 ms this way, and the whole pipeline
-    went from 2.8 to 4.4-4.9 images a second (bench/inference.py --model densenet). When nothing is being
-    written (a quiet reading room, one study at a time) every core goes to the model, for the shortest wait.
+    went from 2.8 to 4.4-4.9 images a second (bench/bench_inference.py --model densenet). When nothing is
+    being written (a quiet reading room, one study at a time) every core goes to the model, for the shortest
+    wait.
     """
     return max(1, threads - writers_busy)
 
@@ -415,3 +418,23 @@ def _png(heatmap: np.ndarray) -> bytes:
         buffer, format="PNG", compress_level=1
     )
     return buffer.getvalue()
+
+
+@contextmanager
+def in_background(settings: Settings, connection: OrthancConnection) -> Iterator[None]:
+    """The inference service in a background thread (when enabled), stopped and joined on exit."""
+    if not settings.inference_enabled:
+        yield
+        return
+    engine = make_engine(settings.resolved_database_url)
+    service = InferenceService(settings, connection, session_factory(engine))
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,), name="inference", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        service.close()
+        engine.dispose()

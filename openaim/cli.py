@@ -9,7 +9,7 @@ import typer
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.cli import models_app
-from openaim.db import make_engine, session_factory, transaction, upgrade
+from openaim.db import migrated, transaction, upgrade
 from openaim.settings import Settings, generated_secret
 
 app = typer.Typer(help="openaim: open AI medical imaging platform.", no_args_is_help=True)
@@ -30,9 +30,7 @@ def _settings() -> Settings:
 
 
 def _database(settings: Settings) -> sessionmaker[Session]:
-    """The platform's database, migrated to the newest schema."""
-    upgrade(settings.resolved_database_url)
-    return session_factory(make_engine(settings.resolved_database_url))
+    return migrated(settings.resolved_database_url)
 
 
 @app.command()
@@ -41,13 +39,14 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
 ) -> None:
     """Start the archive (unless an external one is configured) and the viewer."""
-    from openaim.platform import archive, inference
-    from openaim.platform import serve as run_viewer
+    from inference.service import in_background
+    from orthanc.launcher import archive
+    from viewer.app import serve as run_viewer
 
     settings = _settings()
     settings = settings.model_copy(update={"host": host or settings.host, "port": port or settings.port})
     upgrade(settings.resolved_database_url)
-    with archive(settings) as connection, inference(settings, connection):
+    with archive(settings) as connection, in_background(settings, connection):
         run_viewer(settings, connection)
 
 
@@ -60,7 +59,7 @@ def run_inference() -> None:
 
     from inference.service import InferenceService
     from openaim.logs import uvicorn_log_config
-    from openaim.platform import archive
+    from orthanc.launcher import archive
 
     settings = _settings()
     logging.config.dictConfig(uvicorn_log_config())
@@ -80,15 +79,16 @@ def demo(
     limit: Annotated[int | None, typer.Option(help="Only the first N chest X-rays.")] = None,
 ) -> None:
     """Start everything on loopback, seed the demo studies, print the URL and a demo sign-in."""
-    from openaim.platform import archive, inference
-    from openaim.platform import serve as run_viewer
+    from inference.service import in_background
     from openaim.seed import print_progress
     from openaim.seed import seed as seed_studies
+    from orthanc.launcher import archive
+    from viewer.app import serve as run_viewer
 
     settings = _settings()
     password = _ensure_demo_user(settings)
     typer.echo(_ensure_demo_model(settings))
-    with archive(settings) as connection, inference(settings, connection):
+    with archive(settings) as connection, in_background(settings, connection):
         report = seed_studies(connection, settings.shared_data_dir, limit=limit, progress=print_progress)
         typer.echo(f"Seeded: {report.summary()}")
         typer.echo(
@@ -100,7 +100,7 @@ def demo(
 
 
 def _ensure_demo_user(settings: Settings) -> str:
-    from viewer.users import Role, add_user, find_user
+    from viewer.access.users import Role, add_user, find_user
 
     password = generated_secret(settings.resolved_data_dir / "demo-password", nbytes=12)
     with transaction(_database(settings)) as db:
@@ -138,9 +138,9 @@ def seed(
     limit: Annotated[int | None, typer.Option(help="Only the first N chest X-rays.")] = None,
 ) -> None:
     """Load the demo studies (NIH ChestX-ray14 images as DICOM, and the DICOM fixtures) into Orthanc."""
-    from openaim.platform import archive
     from openaim.seed import print_progress
     from openaim.seed import seed as seed_studies
+    from orthanc.launcher import archive
 
     settings = _settings()
     with archive(settings) as connection:
@@ -167,7 +167,7 @@ def user_add(
     ] = False,
 ) -> None:
     """Add a user with one or more roles. The password is asked for, never passed as an argument."""
-    from viewer.users import Role, UserExistsError, add_user
+    from viewer.access.users import Role, UserExistsError, add_user
 
     try:
         roles = {Role(value) for value in role}
@@ -194,7 +194,7 @@ def user_blinded(
     on: Annotated[bool, typer.Option("--on/--off", help="Blinded read on or off for this user.")] = True,
 ) -> None:
     """Blinded read: the AI stays hidden on each study until this user records an impression."""
-    from viewer.users import find_user
+    from viewer.access.users import find_user
 
     with transaction(_database(_settings())) as db:
         user = find_user(db, username)

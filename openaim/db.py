@@ -93,3 +93,9 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str) -> None:
     """Bring the schema to the newest migration (idempotent)."""
     command.upgrade(alembic_config(url), "head")
+
+
+def migrated(url: str) -> sessionmaker[Session]:
+    """Sessions on the platform's database, migrated to the newest schema first."""
+    upgrade(url)
+    return session_factory(make_engine(url))

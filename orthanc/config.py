@@ -85,7 +85,7 @@ def orthanc_config(
         "StableAge": stable_age,
         "HttpDescribeErrors": True,
         # Orthanc is reached over loopback only: gzip there costs ~25 ms of CPU per 512 KB frame for no
-        # gain (bench/viewer.py measured direct WADO-RS frames at 36/s with it, 250+/s without).
+        # gain (bench/bench_viewer.py measured direct WADO-RS frames at 36/s with it, 250+/s without).
         "HttpCompressionEnabled": False,
         "SaveJobs": False,
         "Plugins": [str(plugins_dir / name) for name in (*PLUGINS, *extra_plugins)],
@@ -100,7 +100,8 @@ def orthanc_config(
             "SeriesMetadata": "Full",
         },
         # GDCM only for JPEG 2000 (which DCMTK, Orthanc's own codec library, cannot read): transcoding a
-        # big-endian MR through GDCM crashed Orthanc in a full test run (viewer/frames.py never asks it to).
+        # big-endian MR through GDCM crashed Orthanc in a full test run (viewer/reading/frames.py never asks
+        # it to).
         "Gdcm": {"Enable": True, "RestrictTransferSyntaxes": list(GDCM_TRANSFER_SYNTAXES)},
     }
 

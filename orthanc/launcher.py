@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import shutil
@@ -10,11 +11,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 
+from openaim.settings import Settings
 from orthanc.config import PLUGINS, OrthancLayout, load_or_create_credentials, orthanc_config, write_config
 from orthanc.connection import OrthancConnection
 
@@ -151,3 +154,26 @@ class OrthancServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def archive(settings: Settings) -> Iterator[OrthancConnection]:
+    """The Orthanc to use: the configured external one, or a child process stopped on exit."""
+    if settings.orthanc_url:
+        if not settings.orthanc_username or settings.orthanc_password is None:
+            raise SystemExit("OPENAIM_ORTHANC_URL is set: set OPENAIM_ORTHANC_USERNAME and _PASSWORD too")
+        yield OrthancConnection(
+            settings.orthanc_url,
+            settings.orthanc_username,
+            settings.orthanc_password.get_secret_value(),
+        )
+        return
+    server = OrthancServer(
+        settings.resolved_data_dir / "orthanc",
+        http_port=settings.orthanc_http_port,
+        stable_age=settings.orthanc_stable_age,
+        executable=settings.orthanc_executable,
+        plugins_dir=settings.orthanc_plugins_dir,
+    )
+    with server as connection:
+        yield connection

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import quote
 
+import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -14,26 +15,21 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openaim.db import make_engine, session_factory
+from openaim.logs import uvicorn_log_config
 from openaim.settings import Settings
 from orthanc import OrthancConnection
-from viewer import (
-    ai,
-    case_pack,
-    dicomweb,
-    feedback_api,
-    feedback_sr,
-    foreign_masks,
-    images,
-    models,
-    pictures,
-    review,
-    signin,
-    study,
-    worklist,
-)
-from viewer.archive import Archive, ArchiveError
-from viewer.deps import NotSignedInError, check_csrf, current_user
-from viewer.headers import SecurityHeaders
+from viewer.access import signin
+from viewer.access.deps import NotSignedInError, check_csrf, current_user
+from viewer.access.headers import SecurityHeaders
+from viewer.ai_results import foreign_masks, heatmaps
+from viewer.archive.client import Archive, ArchiveError
+from viewer.case_packs import api as case_packs_api
+from viewer.catalog import pages as catalog_pages
+from viewer.feedback import api as feedback_api
+from viewer.feedback import my_feedback, panel
+from viewer.feedback import publish as feedback_publish
+from viewer.reading import dicomweb, images, pictures, study, worklist
+from viewer.review import pages as review_pages
 from viewer.templates import make_templates, render
 
 log = logging.getLogger("openaim.viewer")
@@ -61,15 +57,17 @@ def create_app(settings: Settings, orthanc: OrthancConnection) -> FastAPI:
         worklist,
         study,
         dicomweb,
-        models,
+        catalog_pages,
         images,
         pictures,
-        ai,
+        panel,
+        heatmaps,
         foreign_masks,
         feedback_api,
-        feedback_sr,
-        review,
-        case_pack,
+        feedback_publish,
+        review_pages,
+        my_feedback,
+        case_packs_api,
     )
     for module in routers:
         app.include_router(module.router, dependencies=signed_in)
@@ -121,3 +119,16 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def archive_down(request: Request, error: ArchiveError) -> Response:
         log.warning("archive error: %s", error)  # a status or an exception class: nothing about a patient
         return _error_response(request, 502, "The image archive is not answering. Try again.")
+
+
+def serve(settings: Settings, connection: OrthancConnection) -> None:
+    """Run the viewer until Ctrl-C or SIGTERM, on a database already migrated."""
+    app = create_app(settings, connection)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=uvicorn_log_config(),
+        proxy_headers=False,
+        server_header=False,
+    )

@@ -9,7 +9,7 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import HTMLResponse
 
-from viewer.dicom_text import person_name
+from viewer.archive.dicom_text import person_name
 
 
 def make_templates(frontend_dir: Path) -> Jinja2Templates:

@@ -20,8 +20,8 @@ from openaim.seed import seed
 from openaim.settings import REPO_ROOT, Settings
 from orthanc import OrthancConnection
 from orthanc.launcher import free_port
+from viewer.access.users import Role, add_user
 from viewer.app import create_app
-from viewer.users import Role, add_user
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -16,9 +16,9 @@ from openaim.settings import Settings
 from orthanc import OrthancConnection
 from orthanc.launcher import free_port
 from tests.viewer.ai_fixtures import Image2D, add_result, install_model, store_chest_image
+from viewer.access.users import Role, add_user
 from viewer.app import create_app
-from viewer.feedback import Feedback
-from viewer.users import Role, add_user
+from viewer.feedback.records import Feedback
 
 from .conftest import PASSWORD, USERNAME, PageProblems, serve, sign_in
 

@@ -18,9 +18,9 @@ from openaim.db import make_engine, session_factory, transaction
 from openaim.settings import Settings
 from orthanc import OrthancConnection
 from tests.viewer.ai_fixtures import add_result, install_model, store_chest_image
-from viewer import feedback
-from viewer.feedback import FeedbackInput, Kind, Reason, Verdict
-from viewer.users import Role, add_user, find_user
+from viewer.access.users import Role, add_user, find_user
+from viewer.feedback import records
+from viewer.feedback.records import FeedbackInput, Kind, Reason, Verdict
 
 from .conftest import PASSWORD, USERNAME, PageProblems, Platform, sign_in
 
@@ -67,7 +67,7 @@ def two_discrepancies(
                 model_id=model.model_id,
                 model_version=model.version,
             )
-            feedback.save(db, reader, given)
+            records.save(db, reader, given)
         study_uids.append(image.study_uid)
     engine.dispose()
     return study_uids

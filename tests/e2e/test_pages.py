@@ -15,7 +15,7 @@ from openaim.settings import Settings
 from orthanc import OrthancConnection
 from tests.viewer.ai_fixtures import add_result, install_model, renumbered, store_chest_image
 from tests.viewer.viewport_files import store
-from viewer.users import Role, add_user
+from viewer.access.users import Role, add_user
 
 from .conftest import PASSWORD, PageProblems, Platform, sign_in
 

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from openaim.cli import app as cli
 from openaim.db import make_engine, session_factory
 from orthanc.launcher import free_port
-from viewer.users import check_password, find_user
+from viewer.access.users import check_password, find_user
 
 PASSWORD = "a long enough password"
 

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from openaim.db import make_engine, session_factory, transaction, upgrade
 from openaim.settings import Settings
 from orthanc import OrthancConnection
+from viewer.access.users import Role, add_user
 from viewer.app import create_app
-from viewer.users import Role, add_user
 
 PASSWORD = "correct horse battery staple"
 BASE_URL = "https://testserver"  # HTTPS, so that the Secure cookies are sent back

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openaim import audit
 from openaim.settings import Settings
-from viewer.archive import Archive
-from viewer.sessions import UserSession, find_session
-from viewer.users import Role, User
+from viewer.access.sessions import UserSession, find_session
+from viewer.access.users import Role, User
+from viewer.archive.client import Archive
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_HEADER = "X-CSRF-Token"

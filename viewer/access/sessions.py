@@ -14,7 +14,7 @@ from sqlalchemy import ForeignKey, String, delete, select
 from sqlalchemy.orm import Mapped, Session, joinedload, mapped_column, relationship
 
 from openaim.db import Base, UTCDateTime, utcnow
-from viewer.users import User
+from viewer.access.users import User
 
 
 class UserSession(Base):

@@ -1,5 +1,5 @@
 """Sign-in and sign-out pages. Password sign-in here; an OIDC callback would end the same way, by
-calling ``viewer.sessions.start_session`` for the user its identity provider vouched for."""
+calling ``viewer.access.sessions.start_session`` for the user its identity provider vouched for."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from openaim import audit
-from viewer.deps import (
+from viewer.access.deps import (
     AppSettings,
     Audit,
     DbSession,
@@ -18,9 +18,9 @@ from viewer.deps import (
     cookie_names,
     signed_in_session,
 )
-from viewer.sessions import UserSession, end_session, start_session
+from viewer.access.sessions import UserSession, end_session, start_session
+from viewer.access.users import check_password
 from viewer.templates import render
-from viewer.users import check_password
 
 router = APIRouter(dependencies=[Depends(check_csrf)])
 
@@ -41,7 +41,7 @@ def _signin_page(
     token = request.cookies.get(csrf_cookie) or secrets.token_urlsafe(32)
     response = render(
         request,
-        "signin.html",
+        "access/signin.html",
         status_code=status_code,
         csrf_token=token,
         next_url=safe_next(next_url),

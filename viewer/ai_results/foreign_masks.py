@@ -1,7 +1,7 @@
 """Mask overlays of other vendors' SEGs: one SEG frame as an RGBA PNG in its segment's colour.
 
-The SEG is read once per process (viewer/foreign_ai.py caches it), so the viewport's one request per
-frame does not download the whole object again. The PNG is private: it shows a patient's anatomy.
+The SEG is read once per process (viewer/ai_results/foreign_results.py caches it), so the viewport's one
+request per frame does not download the whole object again. The PNG is private: it shows a patient's anatomy.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydicom import Dataset
 
-from viewer.deps import ArchiveClient, Reader
-from viewer.foreign_ai import cached_instance, peek_instance
-from viewer.foreign_seg import SEGMENTATION_STORAGE, frame_colour, mask_png, number_of_frames
-from viewer.uids import InstanceUID, SeriesUID, StudyUID
+from viewer.access.deps import ArchiveClient, Reader
+from viewer.ai_results.foreign_results import cached_instance, peek_instance
+from viewer.ai_results.foreign_seg import SEGMENTATION_STORAGE, frame_colour, mask_png, number_of_frames
+from viewer.archive.uids import InstanceUID, SeriesUID, StudyUID
 
 SegFrameNumber = Annotated[int, Path(ge=1, le=1_000_000, description="1-based SEG frame number")]
 

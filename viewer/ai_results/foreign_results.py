@@ -22,11 +22,11 @@ import pydicom
 from pydicom import Dataset
 from pydicom.multival import MultiValue
 
-from viewer.ai_view import AlgorithmInfo, FindingView, ResultView
-from viewer.archive import Archive
-from viewer.foreign_images import PresentImages
-from viewer.foreign_seg import SEGMENTATION_STORAGE, mask_png, seg_findings
-from viewer.foreign_sr import SR_CLASSES, UnsupportedObjectError, sr_content
+from viewer.ai_results.foreign_images import PresentImages
+from viewer.ai_results.foreign_seg import SEGMENTATION_STORAGE, mask_png, seg_findings
+from viewer.ai_results.foreign_sr import SR_CLASSES, UnsupportedObjectError, sr_content
+from viewer.ai_results.view import AlgorithmInfo, FindingView, ResultView
+from viewer.archive.client import Archive
 
 __all__ = [
     "cached_instance",
@@ -226,7 +226,7 @@ async def cached_instance(archive: Archive, study_uid: str, series_uid: str, sop
 
 
 def mask_url(study_uid: str, series_uid: str, sop_uid: str, seg_frame: int) -> str:
-    """The mask route's address for one SEG frame (viewer/foreign_masks.py)."""
+    """The mask route's address for one SEG frame (viewer/ai_results/foreign_masks.py)."""
     return f"/api/studies/{study_uid}/foreign/{series_uid}/{sop_uid}/masks/{seg_frame}.png"
 
 

@@ -17,8 +17,8 @@ from PIL import Image
 from pydicom import Dataset
 from pydicom.pixels import pixel_array
 
-from viewer.ai_view import FindingView, Overlay
-from viewer.foreign_images import PresentImages
+from viewer.ai_results.foreign_images import PresentImages
+from viewer.ai_results.view import FindingView, Overlay
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 BINARY_ALPHA = 180  # a binary mask's opacity: the source image stays visible under it

@@ -19,8 +19,8 @@ import highdicom as hd
 from pydicom import Dataset
 from pydicom.uid import UID
 
-from viewer.ai_view import FindingView, Overlay
-from viewer.foreign_images import PresentImages
+from viewer.ai_results.foreign_images import PresentImages
+from viewer.ai_results.view import FindingView, Overlay
 
 SR_CLASSES: dict[str, Any] = {
     "1.2.840.10008.5.1.4.1.1.88.22": hd.sr.EnhancedSR,

@@ -1,13 +1,25 @@
 """Heatmaps for the screen: the service stores 8-bit maps; readers see them through one colour map, the
-same in the image and in the legend, transparent where the model paid little attention."""
+same in the image and in the legend, transparent where the model paid little attention. Only a clinical
+version's map is served, and never to a blinded reader before their impression."""
 
 from __future__ import annotations
 
 import io
 from functools import cache
+from typing import Annotated
 
 import numpy as np
+from fastapi import APIRouter, HTTPException, Path
+from fastapi.responses import Response
 from PIL import Image
+from sqlalchemy import select
+
+from inference.catalog import Mode, ModelVersion
+from inference.results import Finding, InferenceResult
+from viewer.access.deps import DbSession, Reader
+from viewer.reading.reads import ai_hidden
+
+router = APIRouter()
 
 # A perceptually ordered dark-blue → red → yellow ramp (value 0..1 → sRGB), readable over grey X-rays.
 COLOUR_STOPS = (
@@ -18,6 +30,7 @@ COLOUR_STOPS = (
     (1.00, (240, 249, 33)),
 )
 TRANSPARENT_BELOW = 0.2  # weaker attention is left out so the anatomy underneath stays readable
+IMMUTABLE = {"cache-control": "private, max-age=3600"}
 
 
 @cache
@@ -50,3 +63,24 @@ def legend_png(width: int = 256, height: int = 12) -> bytes:
     row = colour_table()[np.linspace(0, 255, width).round().astype(int)].copy()
     row[:, 3] = 255
     return _png(np.repeat(row[None, :, :], height, axis=0))
+
+
+@router.get("/api/ai/findings/{finding_id}/heatmap.png")
+def heatmap(finding_id: Annotated[int, Path(ge=1, le=2**62)], user: Reader, db: DbSession) -> Response:
+    query = (
+        select(Finding.heatmap_png, InferenceResult.study_uid)
+        .join(InferenceResult, InferenceResult.id == Finding.result_id)
+        .join(ModelVersion, ModelVersion.id == InferenceResult.model_version_id)
+        .where(Finding.id == finding_id, ModelVersion.mode == Mode.CLINICAL.value)
+    )
+    found = db.execute(query).first()
+    if found is None or found.heatmap_png is None:
+        raise HTTPException(404, "No heatmap for this finding.")
+    if ai_hidden(db, user, found.study_uid):
+        raise HTTPException(403, "Blinded read: record your impression of the study first.")
+    return Response(colour_mapped_png(found.heatmap_png), media_type="image/png", headers=IMMUTABLE)
+
+
+@router.get("/api/ai/legend.png")
+def legend(_: Reader) -> Response:
+    return Response(legend_png(), media_type="image/png", headers=IMMUTABLE)

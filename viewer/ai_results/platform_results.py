@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from inference import catalog
 from inference.catalog import Mode, ModelVersion
 from inference.results import Finding, InferenceResult
-from viewer.ai_view import AlgorithmInfo, FindingView, Overlay, ResultView
+from viewer.ai_results.view import AlgorithmInfo, FindingView, Overlay, ResultView
 
 
 def clinical_results(db: Session, study_uid: str) -> list[tuple[InferenceResult, ModelVersion]]:

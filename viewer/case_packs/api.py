@@ -1,5 +1,5 @@
 """Case packs for teaching and development: a reviewer picks studies and downloads them de-identified
-(PS3.15 Annex E, see ``viewer.case_pack_build``) as one ZIP.
+(PS3.15 Annex E, see ``viewer.case_packs.build``) as one ZIP.
 
 Each pack gets a fresh random secret, so its UIDs, identifiers and date shift cannot be linked to
 another pack or back to the archive. Every study exported is audited (Export, PS3.15 A.5.3.5) by its
@@ -20,10 +20,10 @@ from starlette.concurrency import run_in_threadpool
 
 from openaim import audit
 from openaim.uids import UID_PATTERN
-from viewer.archive import Archive
-from viewer.case_pack_build import CasePackError, attribution_for, build_case_pack
-from viewer.deps import ArchiveClient, Audit, AuditTrail, DbSession, Reviewer
-from viewer.meetings import meeting_or_404
+from viewer.access.deps import ArchiveClient, Audit, AuditTrail, DbSession, Reviewer
+from viewer.archive.client import Archive
+from viewer.case_packs.build import CasePackError, attribution_for, build_case_pack
+from viewer.review.meetings import meeting_or_404
 
 router = APIRouter()
 

@@ -22,7 +22,8 @@ which applies its actions to top-level attributes only (a UID nested in a SEG's 
 Sequence keeps its original value) and replaces dates with 00010101 instead of shifting them. dicognito
 walks every element of the dataset and its file meta, derives each new UID and identifier from a seed
 (so one seed gives one consistent mapping across a pack) and shifts dates by one offset per instance of
-its ``Anonymizer``. It keeps free text the basic profile removes: ``viewer.annex_e`` adds those rules.
+its ``Anonymizer``. It keeps free text the basic profile removes: ``viewer.case_packs.annex_e`` adds those
+rules.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import UID_dictionary
 
 from openaim.seed import DEMO_MANUFACTURER
-from viewer.annex_e import EMPTY, REMOVE, REPLACE, UNNAMED_REMOVE
+from viewer.case_packs.annex_e import EMPTY, REMOVE, REPLACE, UNNAMED_REMOVE
 
 MIN_SHIFT_DAYS = 62
 MAX_SHIFT_DAYS = 730

@@ -24,7 +24,7 @@ from inference.jobs import Job, JobState
 from inference.manifest import Manifest
 from inference.router import UnroutedSeries
 from openaim import audit
-from viewer.deps import Admin, Audit, DbSession, Reader
+from viewer.access.deps import Admin, Audit, DbSession, Reader
 from viewer.templates import render
 
 router = APIRouter()
@@ -123,7 +123,7 @@ def models_page(request: Request, _: Admin, db: DbSession) -> Response:
     unrouted, unrouted_total = _unrouted(db)
     return render(
         request,
-        "models.html",
+        "catalog/models.html",
         cards=_cards(db),
         notices=[],
         jobs=jobs,
@@ -140,7 +140,7 @@ def model_card(
     found = catalog.get_version(db, model_id, version)
     if found is None:
         raise HTTPException(404, "No such model version is installed.")
-    return render(request, "model_card.html", card=ModelCard.of(found))
+    return render(request, "catalog/model_card.html", card=ModelCard.of(found))
 
 
 @router.post("/admin/models/{model_id}/mode")
@@ -180,4 +180,4 @@ def _change(request: Request, db: Session, trail: Audit, action: Callable[[], Mo
         notices = [change.describe() for change in changes] or ["Nothing to change."]
     if not request.headers.get("HX-Request"):
         return RedirectResponse("/admin/models", status_code=303)
-    return render(request, "models_cards.html", cards=_cards(db), notices=notices)
+    return render(request, "catalog/models_cards.html", cards=_cards(db), notices=notices)

@@ -17,13 +17,13 @@ from inference.catalog import ModelVersion
 from inference.results import Finding, InferenceResult
 from openaim import audit
 from openaim.uids import UID_PATTERN
-from viewer import feedback
-from viewer.ai import ai_hidden
-from viewer.archive import Archive
-from viewer.deps import ArchiveClient, Audit, DbSession, Reader
-from viewer.feedback import FeedbackConflictError, FeedbackInput, Kind, Reason, Verdict
-from viewer.foreign_ai import algorithm_info, cached_instance
-from viewer.uids import StudyUID
+from viewer.access.deps import ArchiveClient, Audit, DbSession, Reader
+from viewer.ai_results.foreign_results import algorithm_info, cached_instance
+from viewer.archive.client import Archive
+from viewer.archive.uids import StudyUID
+from viewer.feedback import records
+from viewer.feedback.records import FeedbackConflictError, FeedbackInput, Kind, Reason, Verdict
+from viewer.reading.reads import ai_hidden
 
 router = APIRouter(prefix="/api/studies/{study_uid}/feedback")
 
@@ -134,7 +134,7 @@ async def save_feedback(
         **algorithm,
     )
     try:
-        row, created = feedback.save(db, user, given)
+        row, created = records.save(db, user, given)
     except FeedbackConflictError as error:
         raise HTTPException(409, str(error)) from error
     if created:
@@ -151,10 +151,10 @@ async def save_feedback(
 @router.get("")
 def my_feedback(study_uid: StudyUID, user: Reader, db: DbSession) -> dict[str, list[dict[str, Any]]]:
     """This reader's current feedback on the study (newest version of each target)."""
-    return {"feedback": [_as_json(row) for row in feedback.current(db, study_uid, user)]}
+    return {"feedback": [_as_json(row) for row in records.current(db, study_uid, user)]}
 
 
-def _as_json(row: feedback.Feedback) -> dict[str, Any]:
+def _as_json(row: records.Feedback) -> dict[str, Any]:
     return {
         "id": row.id,
         "client_id": row.client_id,

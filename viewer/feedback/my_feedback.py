@@ -10,11 +10,10 @@ from fastapi.responses import Response
 from sqlalchemy import select
 
 from openaim import audit
-from viewer.deps import Audit, DbSession, Reader
-from viewer.feedback import Feedback
-from viewer.review_queue import reasons_of
+from viewer.access.deps import Audit, DbSession, Reader
+from viewer.access.users import Role, User, find_user
+from viewer.feedback.records import Feedback, reasons_of
 from viewer.templates import render
-from viewer.users import Role, User, find_user
 
 router = APIRouter()
 
@@ -49,7 +48,7 @@ def feedback_history(
     readers = list(db.scalars(select(User).order_by(User.username))) if is_admin else []
     return render(
         request,
-        "my_feedback.html",
+        "feedback/my_feedback.html",
         rows=[(row, name, reasons_of(row)) for row, name in rows],
         whose=whose,
         everyone=EVERYONE,

@@ -6,42 +6,34 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, Path, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from inference.catalog import Mode, ModelVersion
-from inference.results import Finding, InferenceResult
+from inference.catalog import ModelVersion
 from openaim import audit
-from viewer import feedback
-from viewer.ai_view import ResultView
-from viewer.archive import Archive
-from viewer.deps import ArchiveClient, Audit, AuditTrail, DbSession, Reader
-from viewer.feedback import Kind, Reason
-from viewer.foreign_ai import load_foreign_results
-from viewer.heatmaps import colour_mapped_png, legend_png
-from viewer.platform_ai import platform_results
-from viewer.reads import Impression, impressions_of, record_impression
-from viewer.study_status import AIStatus, study_statuses
+from viewer.access.deps import ArchiveClient, Audit, AuditTrail, DbSession, Reader
+from viewer.access.users import User
+from viewer.ai_results.foreign_results import load_foreign_results
+from viewer.ai_results.platform_results import platform_results
+from viewer.ai_results.view import ResultView
+from viewer.archive.client import Archive
+from viewer.archive.uids import StudyUID
+from viewer.feedback import records
+from viewer.feedback.records import Kind, Reason
+from viewer.reading.reads import Impression, ai_hidden, impressions_of, record_impression
+from viewer.reading.study_status import AIStatus, study_statuses
 from viewer.templates import render
-from viewer.uids import StudyUID
-from viewer.users import User
 
 router = APIRouter()
 
-IMMUTABLE = {"cache-control": "private, max-age=3600"}
 DISAGREE_REASONS = {
     Reason.FALSE_POSITIVE_ARTEFACT: "False positive: artefact",
     Reason.FALSE_POSITIVE_NORMAL_VARIANT: "False positive: normal variant",
     Reason.FALSE_POSITIVE_OTHER_FINDING: "False positive: another finding",
     Reason.WRONG_LOCATION: "Wrong location",
 }
-
-
-def ai_hidden(db: Session, user: User, study_uid: str) -> bool:
-    """Blinded read: hidden until this reader has recorded an impression of this study."""
-    return user.blinded_read and not impressions_of(db, user, study_uid)
 
 
 @router.get("/studies/{study_uid}/ai")
@@ -80,10 +72,10 @@ async def _panel(
     for result in results:
         _audit_shown(trail, study_uid, result)
     status = study_statuses(db, [study_uid])[study_uid].ai
-    mine = {row.target: row for row in feedback.current(db, study_uid, user)}
+    mine = {row.target: row for row in records.current(db, study_uid, user)}
     return render(
         request,
-        "ai_panel.html",
+        "feedback/ai_panel.html",
         study_uid=study_uid,
         hidden=hidden,
         results=results,
@@ -121,24 +113,3 @@ def _audit_shown(trail: AuditTrail, study_uid: str, result: ResultView) -> None:
             "device_uid": result.algorithm.device_uid,
         },
     )
-
-
-@router.get("/api/ai/findings/{finding_id}/heatmap.png")
-def heatmap(finding_id: Annotated[int, Path(ge=1, le=2**62)], user: Reader, db: DbSession) -> Response:
-    query = (
-        select(Finding.heatmap_png, InferenceResult.study_uid)
-        .join(InferenceResult, InferenceResult.id == Finding.result_id)
-        .join(ModelVersion, ModelVersion.id == InferenceResult.model_version_id)
-        .where(Finding.id == finding_id, ModelVersion.mode == Mode.CLINICAL.value)
-    )
-    found = db.execute(query).first()
-    if found is None or found.heatmap_png is None:
-        raise HTTPException(404, "No heatmap for this finding.")
-    if ai_hidden(db, user, found.study_uid):
-        raise HTTPException(403, "Blinded read: record your impression of the study first.")
-    return Response(colour_mapped_png(found.heatmap_png), media_type="image/png", headers=IMMUTABLE)
-
-
-@router.get("/api/ai/legend.png")
-def legend(_: Reader) -> Response:
-    return Response(legend_png(), media_type="image/png", headers=IMMUTABLE)

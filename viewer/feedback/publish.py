@@ -1,4 +1,4 @@
-"""Publishing a reader's feedback on a study to the archive as a DICOM SR (viewer/feedback_dicom.py), so
+"""Publishing a reader's feedback on a study to the archive as a DICOM SR (viewer/feedback/sr.py), so
 that the accept / reject record survives outside this platform. The AI panel calls it when the reader
 presses "Done"; publishing the same state again stores nothing new.
 
@@ -23,11 +23,16 @@ from sqlalchemy.orm import Session
 from inference.dicom_results.coding import finding_code
 from inference.results import Finding, InferenceResult
 from openaim import audit
-from viewer import feedback
-from viewer.archive import Archive, ArchiveError
-from viewer.deps import ArchiveClient, Audit, DbSession, Reader
-from viewer.feedback import Feedback, Kind, Reason, Verdict
-from viewer.feedback_dicom import (
+from viewer.access.deps import ArchiveClient, Audit, DbSession, Reader
+from viewer.access.users import User
+from viewer.ai_results.foreign_results import UNKNOWN, algorithm_info
+from viewer.ai_results.foreign_sr import Group, UnsupportedObjectError, measurement_report
+from viewer.ai_results.platform_results import clinical_results
+from viewer.archive.client import Archive, ArchiveError
+from viewer.archive.uids import StudyUID
+from viewer.feedback import records
+from viewer.feedback.records import Feedback, Kind, Reason, Verdict
+from viewer.feedback.sr import (
     FindingAssessment,
     JudgedAlgorithm,
     Mark,
@@ -37,19 +42,16 @@ from viewer.feedback_dicom import (
     build_feedback_sr,
     feedback_uids,
 )
-from viewer.foreign_ai import UNKNOWN, algorithm_info
-from viewer.foreign_sr import Group, UnsupportedObjectError, measurement_report
-from viewer.platform_ai import clinical_results
-from viewer.reads import Impression, StudyRead, impressions_of
-from viewer.uids import StudyUID
-from viewer.users import User
+from viewer.reading.reads import Impression, StudyRead, impressions_of
 
 router = APIRouter(prefix="/api/studies/{study_uid}/feedback/sr")
 
 PLATFORM_RESULT = re.compile(r"^platform-(\d+)$")
 PLATFORM_FINDING = re.compile(r"^finding-(\d+)$")
 FOREIGN_RESULT = re.compile(r"^foreign-([0-9.]{1,64})$")
-FOREIGN_GROUP = re.compile(r"-group-(\d+)$")  # viewer/foreign_sr.py numbers a foreign SR's groups from 1
+FOREIGN_GROUP = re.compile(
+    r"-group-(\d+)$"
+)  # viewer/ai_results/foreign_sr.py numbers a foreign SR's groups from 1
 
 
 class _Sources:
@@ -91,7 +93,7 @@ async def publish_feedback_sr(
     study_uid: StudyUID, user: Reader, db: DbSession, archive: ArchiveClient, trail: Audit
 ) -> dict[str, Any]:
     """Store the reader's current feedback on the study in the archive as one SR; answer its UIDs."""
-    rows = feedback.current(db, study_uid, user)
+    rows = records.current(db, study_uid, user)
     if not rows:
         raise HTTPException(409, "You have no feedback on this study to publish.")
     impressions = impressions_of(db, user, study_uid)
@@ -177,7 +179,7 @@ def _judged_group(db: Session, sr: Dataset, finding_id: str | None) -> Group | N
     """The AI SR's measurement group the verdict is about, or None when it cannot be told.
 
     This platform's SR tracks each finding under its output label; another vendor's finding is the
-    n-th group in the order viewer/foreign_sr.py lists them.
+    n-th group in the order viewer/ai_results/foreign_sr.py lists them.
     """
     try:
         report = measurement_report(sr)

@@ -1,5 +1,6 @@
 """Second-reader feedback: what a reader says about each AI finding, about findings the AI missed, and about
-the study as a whole (whether the triage flag was right; the overall impression is in viewer/reads.py).
+the study as a whole (whether the triage flag was right; the overall impression is in
+viewer/reading/reads.py).
 
 Nothing is ever overwritten. An edit is a new row with the next version number that points at the row it
 replaces, so the history is the table itself. Two readers of one study keep their own rows. Every save
@@ -19,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from openaim.db import Base, UTCDateTime, utcnow
-from viewer.users import User
+from viewer.access.users import User
 
 
 class Verdict(StrEnum):
@@ -41,7 +42,14 @@ class Reason(StrEnum):
 class Kind(StrEnum):
     FINDING = "finding"  # a verdict on one AI finding
     MISSED = "missed"  # a finding the AI missed, marked with a box (a false negative)
-    STUDY = "study"  # the study as a whole: was the triage flag right (the impression: viewer/reads.py)
+    STUDY = "study"  # the study as a whole: was the triage flag right (the impression: reading/reads.py)
+
+
+# Discrepancies that are not a Reason code of their own.
+DISAGREE = "disagree"  # a disagree verdict without a reason
+TRIAGE_WRONG = "triage_wrong"
+REVIEW_REQUESTED = "review_requested"
+REASONS = (*(reason.value for reason in Reason), DISAGREE, TRIAGE_WRONG, REVIEW_REQUESTED)
 
 
 class Feedback(Base):
@@ -174,3 +182,17 @@ def current(db: Session, study_uid: str, user: User | None = None) -> list[Feedb
         & (Feedback.version == latest_rows.c.version),
     )
     return list(db.scalars(query.where(Feedback.study_uid == study_uid).order_by(Feedback.id)))
+
+
+def reasons_of(row: Feedback) -> tuple[str, ...]:
+    """Why the row is a discrepancy (empty when it is not one)."""
+    found = []
+    if row.reason:
+        found.append(row.reason)
+    elif row.verdict == Verdict.DISAGREE.value:
+        found.append(DISAGREE)
+    if row.triage_correct is False:
+        found.append(TRIAGE_WRONG)
+    if row.review_requested:
+        found.append(REVIEW_REQUESTED)
+    return tuple(found)

@@ -39,8 +39,8 @@ from inference.dicom_results.coding import CHARACTER_SET, PRIVATE_SCHEME, coding
 from inference.dicom_results.source import referenced_frame
 from inference.dicom_results.sr import _closed_polyline as closed_polyline
 from inference.dicom_results.times import settle, stamps
-from viewer.feedback import Reason, Verdict
-from viewer.reads import Impression
+from viewer.feedback.records import Reason, Verdict
+from viewer.reading.reads import Impression
 
 PRIVATE = PRIVATE_SCHEME
 SERIES_NUMBER = 9903  # beside the AI's SR (9901) and SEG (9902): after the acquired series

@@ -14,9 +14,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from openaim import audit
-from viewer.archive import Archive, ArchiveError
-from viewer.deps import Admin, ArchiveClient, Audit, Reader
-from viewer.frames import (
+from viewer.access.deps import Admin, ArchiveClient, Audit, Reader
+from viewer.archive.client import Archive, ArchiveError
+from viewer.archive.stow import UploadError, read_upload, stow_response
+from viewer.archive.uids import FrameList, InstanceUID, SeriesUID, StudyUID
+from viewer.reading.frames import (
     AS_STORED,
     EXPLICIT_LE,
     FrameError,
@@ -26,8 +28,6 @@ from viewer.frames import (
     series_bulk,
     transfer_syntax_of,
 )
-from viewer.stow import UploadError, read_upload, stow_response
-from viewer.uids import FrameList, InstanceUID, SeriesUID, StudyUID
 
 router = APIRouter(prefix="/dicomweb")
 

@@ -29,7 +29,7 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
-from viewer.archive import Archive, ArchiveError
+from viewer.archive.client import Archive, ArchiveError
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ import numpy as np
 from fastapi import APIRouter, HTTPException
 from pydicom import Dataset
 
-from viewer.archive import Archive
-from viewer.deps import ArchiveClient, Reader
-from viewer.dicom_text import dicom_date, person_name, text_value
-from viewer.frames import Frames, InstanceFrames, PixelFormat, parse_multipart
-from viewer.uids import SeriesUID, StudyUID
+from viewer.access.deps import ArchiveClient, Reader
+from viewer.archive.client import Archive
+from viewer.archive.dicom_text import dicom_date, person_name, text_value
+from viewer.archive.uids import SeriesUID, StudyUID
+from viewer.reading.frames import Frames, InstanceFrames, PixelFormat, parse_multipart
 
 router = APIRouter(prefix="/api")
 

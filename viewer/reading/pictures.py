@@ -14,9 +14,9 @@ from fastapi.responses import Response
 from PIL import Image
 
 from inference.runtime.pixels import UnreadableImage, display_frame, read_dataset, representative_frame
-from viewer.archive import Archive
-from viewer.deps import ArchiveClient, Reader
-from viewer.uids import InstanceUID, SeriesUID, StudyUID
+from viewer.access.deps import ArchiveClient, Reader
+from viewer.archive.client import Archive
+from viewer.archive.uids import InstanceUID, SeriesUID, StudyUID
 
 router = APIRouter(prefix="/api")
 

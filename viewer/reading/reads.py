@@ -13,7 +13,7 @@ from sqlalchemy import Boolean, ForeignKey, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from openaim.db import Base, UTCDateTime, utcnow
-from viewer.users import User
+from viewer.access.users import User
 
 
 class Impression(StrEnum):
@@ -53,3 +53,8 @@ def studies_read(db: Session, study_uids: list[str]) -> set[str]:
         return set()
     query = select(StudyRead.study_uid).where(StudyRead.study_uid.in_(study_uids)).distinct()
     return set(db.scalars(query))
+
+
+def ai_hidden(db: Session, user: User, study_uid: str) -> bool:
+    """Blinded read: hidden until this reader has recorded an impression of this study."""
+    return user.blinded_read and not impressions_of(db, user, study_uid)

@@ -1,4 +1,5 @@
-"""The study page: series thumbnails, the canvas viewport (frontend/static/viewport.js) and the AI panel.
+"""The study page: series thumbnails, the canvas viewport (frontend/static/reading/viewport.js) and the AI
+panel.
 
 The page is a shell: the viewport asks /api/.../images for the shown series and draws its frames itself.
 """
@@ -15,13 +16,13 @@ from fastapi.responses import Response
 from pydicom import Dataset
 
 from openaim import audit
-from viewer.archive import Archive
-from viewer.deps import ArchiveClient, Audit, Reader
-from viewer.dicom_text import text_value
-from viewer.images import first_image
+from viewer.access.deps import ArchiveClient, Audit, Reader
+from viewer.archive.client import Archive
+from viewer.archive.dicom_text import text_value
+from viewer.archive.uids import OptionalSeriesUID, StudyUID
+from viewer.reading.images import first_image
+from viewer.reading.worklist import WorklistRow
 from viewer.templates import render
-from viewer.uids import OptionalSeriesUID, StudyUID
-from viewer.worklist import WorklistRow
 
 # Series without pixels to render as images (results, documents, key objects, presentation states).
 NON_IMAGE_MODALITIES = frozenset({"SR", "SEG", "KO", "PR", "DOC", "RWV", "REG", "PLAN"})
@@ -36,7 +37,7 @@ class SeriesRow:
     description: str
     instances: str
     body_part: str
-    thumbnail_uid: str | None = None  # the middle image, drawn by the platform (viewer/pictures.py)
+    thumbnail_uid: str | None = None  # the middle image, drawn by the platform (viewer/reading/pictures.py)
 
     @property
     def has_images(self) -> bool:
@@ -112,7 +113,7 @@ async def study_page(
     first = await _first_image(archive, study_uid, shown.series_uid) if shown is not None else None
     return render(
         request,
-        "study.html",
+        "reading/study.html",
         first_image=first,
         study=WorklistRow.from_dataset(found),
         series_rows=series_rows,

@@ -15,7 +15,7 @@ from inference.catalog import Mode, ModelVersion
 from inference.jobs import Job, JobState
 from inference.results import InferenceResult
 from inference.router import UnroutedSeries
-from viewer.reads import studies_read
+from viewer.reading.reads import studies_read
 
 
 class AIStatus(StrEnum):

@@ -14,10 +14,10 @@ from pydantic import BeforeValidator
 from pydicom import Dataset
 
 from openaim import audit
-from viewer.archive import Archive
-from viewer.deps import ArchiveClient, Audit, DbSession, Reader
-from viewer.dicom_text import dicom_date, person_name, text_value
-from viewer.study_status import AIStatus, StudyStatus, Triage, study_statuses
+from viewer.access.deps import ArchiveClient, Audit, DbSession, Reader
+from viewer.archive.client import Archive
+from viewer.archive.dicom_text import dicom_date, person_name, text_value
+from viewer.reading.study_status import AIStatus, StudyStatus, Triage, study_statuses
 from viewer.templates import render
 
 router = APIRouter()
@@ -148,7 +148,7 @@ async def worklist(
             action=audit.Action.EXECUTE,
             detail={"scope": "worklist", "filters": filters.in_audit()},
         )
-    template = "worklist_rows.html" if request.headers.get("HX-Request") else "worklist.html"
+    template = "reading/worklist_rows.html" if request.headers.get("HX-Request") else "reading/worklist.html"
     return render(
         request,
         template,

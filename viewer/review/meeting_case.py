@@ -3,10 +3,10 @@ reader's feedback beside them.
 
 Anonymised means the page carries nothing that names the patient: no name, ID, accession, birth or study
 date, and no UID either (images are addressed by meeting, case number and position). The pixels are drawn
-by the platform (viewer/pictures.py), so nothing of the header is drawn on them (text burned into the
+by the platform (viewer/reading/pictures.py), so nothing of the header is drawn on them (text burned into the
 pixels by the modality is not removed). Readers appear as "Reader 1", "Reader 2": a discrepancy meeting is
 for learning, not for blame. Free text a reader typed has the patient's identifiers removed
-(viewer/anonymise.py).
+(viewer/review/anonymise.py).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pydicom import Dataset
 from sqlalchemy.orm import Session
 
-from viewer import feedback
-from viewer.ai_view import Overlay, ResultView
-from viewer.anonymise import identifiers_of, scrub
-from viewer.archive import Archive
-from viewer.review_queue import reasons_of
-from viewer.study import NON_IMAGE_MODALITIES, middle_images
+from viewer.ai_results.view import Overlay, ResultView
+from viewer.archive.client import Archive
+from viewer.feedback import records
+from viewer.feedback.records import reasons_of
+from viewer.reading.study import NON_IMAGE_MODALITIES, middle_images
+from viewer.review.anonymise import identifiers_of, scrub
 
 MAX_IMAGES = 4
 
@@ -108,7 +108,7 @@ def reader_columns(db: Session, study_uid: str, study: Dataset | None) -> list[R
     """Every reader's current feedback on the study, readers numbered in the order they first gave it."""
     identifiers = identifiers_of(study) if study is not None else []
     by_reader: dict[int, list[Opinion]] = {}
-    for row in sorted(feedback.current(db, study_uid), key=lambda item: item.id):
+    for row in sorted(records.current(db, study_uid), key=lambda item: item.id):
         by_reader.setdefault(row.user_id, []).append(
             Opinion(
                 kind=row.kind,

@@ -12,9 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from openaim.db import utcnow
-from viewer.review_models import Outcome, ReviewAttendee, ReviewCase, ReviewDecision, ReviewMeeting
-from viewer.review_queue import QueueCase
-from viewer.users import User
+from viewer.access.users import User
+from viewer.review.queue import QueueCase
+from viewer.review.records import Outcome, ReviewAttendee, ReviewCase, ReviewDecision, ReviewMeeting
 
 MeetingId = Annotated[int, Path(ge=1, le=2**62)]
 

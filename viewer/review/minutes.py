@@ -22,9 +22,9 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from openaim import audit
-from viewer.deps import Audit, AuditTrail, DbSession, Reviewer
-from viewer.meetings import MeetingId, meeting_or_404
-from viewer.review_models import ReviewMeeting
+from viewer.access.deps import Audit, AuditTrail, DbSession, Reviewer
+from viewer.review.meetings import MeetingId, meeting_or_404
+from viewer.review.records import ReviewMeeting
 
 router = APIRouter()
 

@@ -19,11 +19,15 @@ from sqlalchemy.orm import Session
 
 from openaim import audit
 from openaim.uids import UID_PATTERN
-from viewer import meeting_minutes, my_feedback
-from viewer.anonymise import identifiers_of, scrub
-from viewer.deps import ArchiveClient, Audit, DbSession, Reviewer
-from viewer.meeting_case import case_images, reader_columns
-from viewer.meetings import (
+from viewer.access.deps import ArchiveClient, Audit, DbSession, Reviewer
+from viewer.access.users import User
+from viewer.ai_results.platform_results import platform_results
+from viewer.feedback.records import REASONS
+from viewer.reading.pictures import picture_png
+from viewer.review import minutes
+from viewer.review.anonymise import identifiers_of, scrub
+from viewer.review.meeting_case import case_images, reader_columns
+from viewer.review.meetings import (
     DecisionInput,
     MeetingClosedError,
     MeetingId,
@@ -33,16 +37,12 @@ from viewer.meetings import (
     record_decision,
     start_meeting,
 )
-from viewer.pictures import picture_png
-from viewer.platform_ai import platform_results
-from viewer.review_models import Outcome, ReviewCase, ReviewMeeting
-from viewer.review_queue import REASONS, QueueFilters, filter_choices, review_queue
+from viewer.review.queue import QueueFilters, filter_choices, review_queue
+from viewer.review.records import Outcome, ReviewCase, ReviewMeeting
 from viewer.templates import render
-from viewer.users import User
 
 router = APIRouter()
-router.include_router(meeting_minutes.router)
-router.include_router(my_feedback.router)
+router.include_router(minutes.router)
 
 BlankIsNone = BeforeValidator(lambda value: value or None)
 FilterText = Annotated[str, Query(max_length=200, pattern=r"^[^\x00-\x1f]*$")]
@@ -73,7 +73,7 @@ def queue_page(
     models, findings = filter_choices(db)
     return render(
         request,
-        "review_queue.html",
+        "review/queue.html",
         cases=review_queue(db, filters),
         filters=filters,
         reasons=REASONS,
@@ -129,12 +129,12 @@ def _case_or_404(meeting: ReviewMeeting, number: int) -> ReviewCase:
 @router.get("/review/meetings")
 def meetings_page(request: Request, _: Reviewer, db: DbSession) -> Response:
     meetings = db.scalars(select(ReviewMeeting).order_by(ReviewMeeting.started_at.desc()).limit(200))
-    return render(request, "review_meetings.html", meetings=list(meetings))
+    return render(request, "review/meetings.html", meetings=list(meetings))
 
 
 @router.get("/review/meetings/{meeting_id}")
 def meeting_page(request: Request, meeting_id: MeetingId, _: Reviewer, db: DbSession) -> Response:
-    return render(request, "meeting.html", meeting=meeting_or_404(db, meeting_id))
+    return render(request, "review/meeting.html", meeting=meeting_or_404(db, meeting_id))
 
 
 @router.get("/review/meetings/{meeting_id}/cases/{number}")
@@ -160,7 +160,7 @@ async def case_page(
     )
     return render(
         request,
-        "meeting_case.html",
+        "review/meeting_case.html",
         meeting=meeting,
         case=case,
         total=len(meeting.cases),

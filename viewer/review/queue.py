@@ -16,15 +16,14 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
-from viewer.feedback import Feedback, Kind, Reason, Verdict
-from viewer.review_models import ReviewCase, ReviewDecision
-from viewer.users import User
-
-# Discrepancies that are not a Reason code of their own.
-DISAGREE = "disagree"  # a disagree verdict without a reason
-TRIAGE_WRONG = "triage_wrong"
-REVIEW_REQUESTED = "review_requested"
-REASONS = (*(reason.value for reason in Reason), DISAGREE, TRIAGE_WRONG, REVIEW_REQUESTED)
+from viewer.access.users import User
+from viewer.feedback.records import (
+    Feedback,
+    Kind,
+    Verdict,
+    reasons_of,
+)
+from viewer.review.records import ReviewCase, ReviewDecision
 
 
 @dataclass(frozen=True)
@@ -79,20 +78,6 @@ class QueueCase:
 def _joined(values: Iterable[str]) -> str:
     """Distinct values in the order first seen."""
     return "; ".join(dict.fromkeys(value for value in values if value))
-
-
-def reasons_of(row: Feedback) -> tuple[str, ...]:
-    """Why the row is a discrepancy (empty when it is not one)."""
-    found = []
-    if row.reason:
-        found.append(row.reason)
-    elif row.verdict == Verdict.DISAGREE.value:
-        found.append(DISAGREE)
-    if row.triage_correct is False:
-        found.append(TRIAGE_WRONG)
-    if row.review_requested:
-        found.append(REVIEW_REQUESTED)
-    return tuple(found)
 
 
 def _current_discrepancies(filters: QueueFilters) -> Select[Feedback, str]:

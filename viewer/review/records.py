@@ -16,7 +16,7 @@ from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from openaim.db import Base, UTCDateTime, utcnow
-from viewer.users import User
+from viewer.access.users import User
 
 
 class Outcome(StrEnum):

@@ -7,9 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from openaim.audit import AuditEvent, Outcome
-from viewer.users import User
-
-from .conftest import PASSWORD, csrf_token, sign_in
+from tests.viewer.conftest import PASSWORD, csrf_token, sign_in
+from viewer.access.users import User
 
 
 def _audit_rows(db: sessionmaker[Session]) -> list[AuditEvent]:

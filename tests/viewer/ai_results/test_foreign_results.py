@@ -18,8 +18,8 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from viewer.foreign_ai import algorithm_info, foreign_result
-from viewer.foreign_seg import BINARY_ALPHA, frame_colour, mask_png
+from viewer.ai_results.foreign_results import algorithm_info, foreign_result
+from viewer.ai_results.foreign_seg import BINARY_ALPHA, frame_colour, mask_png
 
 SEG_FILES = (
     "seg_image_cr_binary.dcm",

@@ -23,12 +23,12 @@ from pydicom import Dataset
 from pydicom.uid import generate_uid
 
 from orthanc import OrthancConnection
-from viewer import foreign_masks
-from viewer.ai_view import ResultView
-from viewer.archive import Archive
-from viewer.deps import check_csrf, current_user
-from viewer.foreign_ai import load_foreign_results
-from viewer.foreign_seg import SEGMENTATION_STORAGE
+from viewer.access.deps import check_csrf, current_user
+from viewer.ai_results import foreign_masks
+from viewer.ai_results.foreign_results import load_foreign_results
+from viewer.ai_results.foreign_seg import SEGMENTATION_STORAGE
+from viewer.ai_results.view import ResultView
+from viewer.archive.client import Archive
 
 SEGS = (
     "seg_image_cr_binary.dcm",

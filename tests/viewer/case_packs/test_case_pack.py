@@ -27,14 +27,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openaim.audit import AuditEvent
 from orthanc import OrthancConnection
-from viewer.case_pack_build import (
+from tests.viewer.conftest import sign_in
+from viewer.case_packs.build import (
     MAX_SHIFT_DAYS,
     MIN_SHIFT_DAYS,
     CasePackError,
     build_case_pack,
 )
-
-from .conftest import sign_in
 
 PATIENT_NAME = "Qwzplanted^Patient^Middle"
 OTHER_NAME = "Vexplanted^Second"

@@ -18,11 +18,10 @@ from openaim.audit import AuditEvent
 from openaim.db import transaction
 from openaim.settings import Settings
 from orthanc import OrthancConnection
-from viewer.feedback import Feedback
-from viewer.users import User
-
-from .ai_fixtures import Image2D, add_result, install_model, store_chest_image
-from .conftest import sign_in
+from tests.viewer.ai_fixtures import Image2D, add_result, install_model, store_chest_image
+from tests.viewer.conftest import sign_in
+from viewer.access.users import User
+from viewer.feedback.records import Feedback
 
 
 @pytest.fixture

@@ -23,11 +23,7 @@ from openaim.audit import AuditEvent
 from openaim.db import transaction
 from openaim.settings import Settings
 from orthanc import OrthancConnection
-from viewer.heatmaps import colour_table
-from viewer.reads import StudyRead
-from viewer.users import User
-
-from .ai_fixtures import (
+from tests.viewer.ai_fixtures import (
     HEATMAP_REGION,
     Image2D,
     add_result,
@@ -36,7 +32,10 @@ from .ai_fixtures import (
     renumbered,
     store_chest_image,
 )
-from .viewport_files import store
+from tests.viewer.viewport_files import store
+from viewer.access.users import User
+from viewer.ai_results.heatmaps import colour_table
+from viewer.reading.reads import StudyRead
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 

@@ -31,11 +31,10 @@ from openaim.audit import AuditEvent
 from openaim.settings import Settings
 from orthanc import OrthancConnection
 from tests.inference.dicom_results.conftest import dciodvfy_errors, dsrdump
-from viewer.feedback import Reason
-from viewer.feedback_dicom import ASSESSMENT, MISSED_FINDING, REASON, REASONS, TRIAGE_CORRECT, person_name
-
-from .ai_fixtures import Image2D, add_result, install_model, store_chest_image
-from .conftest import sign_in
+from tests.viewer.ai_fixtures import Image2D, add_result, install_model, store_chest_image
+from tests.viewer.conftest import sign_in
+from viewer.feedback.records import Reason
+from viewer.feedback.sr import ASSESSMENT, MISSED_FINDING, REASON, REASONS, TRIAGE_CORRECT, person_name
 
 ACCEPTED = hd.sr.CodedConcept("accept", "99OPENAIM", "Accepted")
 REJECTED = hd.sr.CodedConcept("reject", "99OPENAIM", "Rejected")

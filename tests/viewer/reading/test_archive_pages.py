@@ -17,8 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openaim.audit import AuditEvent
 from orthanc import OrthancConnection
-
-from .conftest import sign_in
+from tests.viewer.conftest import sign_in
 
 HOSTILE_NAME = "<script>alert(1)</script>^Evil"
 

@@ -12,10 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from orthanc import OrthancConnection
-from viewer.dicomweb import frames_answer
-from viewer.frames import EXPLICIT_LE, FrameCache, multipart_body, parse_multipart
-
-from .viewport_files import frame_parts, relabelled, served_pixels, store
+from tests.viewer.viewport_files import frame_parts, relabelled, served_pixels, store
+from viewer.reading.dicomweb import frames_answer
+from viewer.reading.frames import EXPLICIT_LE, FrameCache, multipart_body, parse_multipart
 
 LE_ACCEPT = f'multipart/related; type="application/octet-stream"; transfer-syntax={EXPLICIT_LE}'
 ENCODINGS = [

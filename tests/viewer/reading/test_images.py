@@ -16,8 +16,7 @@ from fastapi.testclient import TestClient
 from pydicom.uid import ExplicitVRLittleEndian
 
 from orthanc import OrthancConnection
-
-from .viewport_files import relabelled, store
+from tests.viewer.viewport_files import relabelled, store
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +154,7 @@ def test_study_page_is_a_viewport_with_series_thumbnails_and_the_ai_panel_slot(
     page = radiologist.get(f"/studies/{ct[0].StudyInstanceUID}").text
     assert 'id="viewport"' in page and "<canvas" in page
     assert '<aside id="ai-panel"' in page
-    assert '<script type="module" src="/static/study.js"></script>' in page
+    assert '<script type="module" src="/static/reading/study.js"></script>' in page
     series = str(ct[0].SeriesInstanceUID)
     assert f'data-series-uid="{series}"' in page
     assert f"/series/{series}/instances/{ct[1].SOPInstanceUID}/thumbnail.png?size=" in page  # middle slice

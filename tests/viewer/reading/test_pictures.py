@@ -14,8 +14,7 @@ from PIL import Image
 
 from inference.runtime.pixels import display_frame
 from orthanc import OrthancConnection
-
-from .viewport_files import relabelled, store
+from tests.viewer.viewport_files import relabelled, store
 
 
 @pytest.mark.parametrize(

@@ -18,10 +18,9 @@ from openaim.audit import AuditEvent
 from openaim.db import transaction
 from openaim.settings import Settings
 from orthanc import OrthancConnection
-from viewer.reads import Impression, record_impression
-from viewer.users import find_user
-
-from .ai_fixtures import Image2D, add_job, add_result, install_model, store_chest_image
+from tests.viewer.ai_fixtures import Image2D, add_job, add_result, install_model, store_chest_image
+from viewer.access.users import find_user
+from viewer.reading.reads import Impression, record_impression
 
 HTMX = {"HX-Request": "true"}
 PATIENT = "WL-TEST"  # every study of this module, so that other tests' studies can be left out
@@ -139,8 +138,8 @@ def test_page_polls_itself_and_loads_keyboard_navigation(
     page = radiologist.get("/worklist").text
     body = re.search(r'<tbody id="worklist-rows"[^>]*>', page)
     assert body is not None and 'hx-trigger="every' in body.group(0)
-    assert '<script src="/static/worklist.js" type="module"></script>' in page
-    assert radiologist.get("/static/worklist.js").status_code == 200
+    assert '<script src="/static/reading/worklist.js" type="module"></script>' in page
+    assert radiologist.get("/static/reading/worklist.js").status_code == 200
 
 
 def test_the_filter_forms_blank_fields_mean_any(radiologist: TestClient, ward: dict[str, Image2D]) -> None:

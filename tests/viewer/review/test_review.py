@@ -26,12 +26,11 @@ from inference.results import Finding
 from openaim.audit import AuditEvent
 from openaim.settings import REPO_ROOT, Settings
 from orthanc import OrthancConnection
-from viewer.feedback import Feedback
-from viewer.review_models import ReviewDecision, ReviewMeeting
-from viewer.users import User
-
-from .ai_fixtures import Image2D, add_result, install_model, store_chest_image
-from .conftest import sign_in
+from tests.viewer.ai_fixtures import Image2D, add_result, install_model, store_chest_image
+from tests.viewer.conftest import sign_in
+from viewer.access.users import User
+from viewer.feedback.records import Feedback
+from viewer.review.records import ReviewDecision, ReviewMeeting
 
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "review"
 # Planted on study "artefact"; none of them may reach a meeting page, its images' URLs or the minutes.

@@ -1,0 +1,1 @@
+"""The model catalog's pages: a card per installed version, mode changes, and what did not run."""
