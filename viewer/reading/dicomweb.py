@@ -18,16 +18,14 @@ from viewer.access.deps import Admin, ArchiveClient, Audit, Reader
 from viewer.archive.client import Archive, ArchiveError
 from viewer.archive.stow import UploadError, read_upload, stow_response
 from viewer.archive.uids import FrameList, InstanceUID, SeriesUID, StudyUID
-from viewer.reading.frames import (
+from viewer.reading.frame_encoding import (
     AS_STORED,
     EXPLICIT_LE,
     FrameError,
-    Frames,
-    InstanceFrames,
     multipart_body,
-    series_bulk,
     transfer_syntax_of,
 )
+from viewer.reading.frames import Frames, InstanceFrames, series_bulk
 
 router = APIRouter(prefix="/dicomweb")
 

@@ -20,7 +20,8 @@ from viewer.access.deps import ArchiveClient, Reader
 from viewer.archive.client import Archive
 from viewer.archive.dicom_text import dicom_date, person_name, text_value
 from viewer.archive.uids import SeriesUID, StudyUID
-from viewer.reading.frames import Frames, InstanceFrames, PixelFormat, parse_multipart
+from viewer.reading.frame_encoding import PixelFormat, parse_multipart
+from viewer.reading.frames import Frames, InstanceFrames
 
 router = APIRouter(prefix="/api")
 

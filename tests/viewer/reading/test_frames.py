@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from orthanc import OrthancConnection
 from tests.viewer.viewport_files import frame_parts, relabelled, served_pixels, store
 from viewer.reading.dicomweb import frames_answer
-from viewer.reading.frames import EXPLICIT_LE, FrameCache, multipart_body, parse_multipart
+from viewer.reading.frame_encoding import EXPLICIT_LE
+from viewer.reading.frames import FrameCache
 
 LE_ACCEPT = f'multipart/related; type="application/octet-stream"; transfer-syntax={EXPLICIT_LE}'
 ENCODINGS = [
@@ -204,12 +205,3 @@ def test_cache_is_bounded_in_bytes_and_evicts_the_least_recently_used() -> None:
     assert cache.nbytes == 20
     cache.put(("b", 1), b"w" * 30)  # larger than the whole cache: not kept, nothing evicted
     assert ("b", 1) not in cache and len(cache) == 2
-
-
-def test_multipart_body_round_trips() -> None:
-    frames = [b"\x00\x01--not-a-boundary", b"", b"\r\n\r\n"]
-    boundary = "b0undary"
-    content_type = f'multipart/related; type="application/octet-stream"; boundary={boundary}'
-    parts = parse_multipart(content_type, multipart_body(frames, boundary))
-    assert [part.data for part in parts] == frames
-    assert {part.transfer_syntax for part in parts} == {EXPLICIT_LE}

@@ -1,0 +1,162 @@
+"""How a frame's bytes are encoded: the transfer syntaxes the viewer meets, the pixel format of an
+instance, a stored frame decoded with pydicom into Explicit VR Little Endian, and the multipart/related
+bodies frames travel in (Orthanc's answers read, the platform's own written).
+
+No I/O here: ``viewer.reading.frames`` fetches, caches and serves the frames these functions read and write.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import Message
+from typing import Any
+
+import numpy as np
+from pydicom import Dataset
+from pydicom.encaps import encapsulate
+from pydicom.pixels import get_decoder
+from pydicom.uid import UID
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+BIG_ENDIAN = "1.2.840.10008.1.2.2"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+# JPEG 2000 (lossless, lossy) and HTJ2K: Orthanc must never be asked to transcode these.
+JPEG_2000 = frozenset(
+    {
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.4.202",
+        "1.2.840.10008.1.2.4.203",
+    }
+)
+AS_STORED = "*"
+
+
+class FrameError(RuntimeError):
+    """Orthanc did not give the frame (unknown instance or frame number, or an archive error)."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class PixelFormat:
+    """What decoding a frame needs to know, from the instance's attributes."""
+
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric: str
+    planar_configuration: int
+    frames: int
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset) -> PixelFormat:
+        bits_allocated = int(ds.get("BitsAllocated") or 16)
+        return cls(
+            rows=int(ds.get("Rows") or 0),
+            columns=int(ds.get("Columns") or 0),
+            samples_per_pixel=int(ds.get("SamplesPerPixel") or 1),
+            bits_allocated=bits_allocated,
+            bits_stored=int(ds.get("BitsStored") or bits_allocated),
+            pixel_representation=int(ds.get("PixelRepresentation") or 0),
+            photometric=str(ds.get("PhotometricInterpretation") or "MONOCHROME2").strip(),
+            planar_configuration=int(ds.get("PlanarConfiguration") or 0),
+            frames=max(1, int(ds.get("NumberOfFrames") or 1)),
+        )
+
+    @property
+    def served_photometric(self) -> str:
+        """Colour-difference encodings (YBR_*) are served converted to RGB, as Orthanc's transcoding does."""
+        return "RGB" if self.photometric.startswith("YBR") else self.photometric
+
+    def decoder_options(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "columns": self.columns,
+            "samples_per_pixel": self.samples_per_pixel,
+            "bits_allocated": self.bits_allocated,
+            "bits_stored": self.bits_stored,
+            "pixel_representation": self.pixel_representation,
+            "photometric_interpretation": self.photometric,
+            "planar_configuration": self.planar_configuration,
+            "number_of_frames": 1,
+            "pixel_keyword": "PixelData",
+        }
+
+
+@dataclass(frozen=True)
+class FramePart:
+    """One part of a WADO-RS frames answer: the frame's bytes and the transfer syntax they are in."""
+
+    transfer_syntax: str
+    data: bytes
+
+
+_TRANSFER_SYNTAX = re.compile(r"transfer-syntax\s*=\s*\"?([0-9.]+|\*)", re.IGNORECASE)
+
+
+def transfer_syntax_of(content_type: str) -> str | None:
+    found = _TRANSFER_SYNTAX.search(content_type)
+    return found.group(1) if found else None
+
+
+def parse_multipart(content_type: str, body: bytes) -> list[FramePart]:
+    """The parts of a multipart/related answer (RFC 2046) with the transfer syntax each names."""
+    header = Message()
+    header["content-type"] = content_type
+    boundary = header.get_param("boundary")
+    if not isinstance(boundary, str) or not boundary:
+        raise FrameError("the archive answered without a multipart boundary", 502)
+    default_syntax = transfer_syntax_of(content_type) or EXPLICIT_LE
+    parts = []
+    for chunk in body.split(b"--" + boundary.encode())[1:-1]:
+        chunk = chunk.removeprefix(b"\r\n")
+        head, separator, data = chunk.partition(b"\r\n\r\n")
+        if not separator:
+            raise FrameError("the archive answered a malformed multipart body", 502)
+        syntax = transfer_syntax_of(head.decode("latin-1")) or default_syntax
+        parts.append(FramePart(syntax, data.removesuffix(b"\r\n")))
+    return parts
+
+
+def multipart_body(frames: Sequence[bytes], boundary: str) -> bytes:
+    """The platform's own frames answer: one application/octet-stream part per frame, Explicit VR LE."""
+    body = b"".join(part_head(boundary) + frame + b"\r\n" for frame in frames)
+    return body + f"--{boundary}--\r\n".encode()
+
+
+def part_head(boundary: str, location: str | None = None) -> bytes:
+    """One part's delimiter and headers; a bulk data part names its frame (PS3.18 Content-Location)."""
+    named = f"Content-Location: {location}\r\n" if location else ""
+    content_type = f"Content-Type: application/octet-stream; transfer-syntax={EXPLICIT_LE}\r\n"
+    return f"--{boundary}\r\n{content_type}{named}\r\n".encode()
+
+
+def needs_decoding(transfer_syntax: str, photometric: str | None) -> bool:
+    """Native little-endian frames pass as they are, unless their colours must be converted to RGB."""
+    if transfer_syntax not in (EXPLICIT_LE, IMPLICIT_LE):
+        return True
+    return photometric is not None and photometric.startswith("YBR")
+
+
+def to_explicit_le(part: FramePart, fmt: PixelFormat) -> bytes:
+    """A stored frame decoded with pydicom (as ``pixel_array`` would) into Explicit VR LE bytes.
+
+    CPU work: call it in a worker thread.
+    """
+    syntax = UID(part.transfer_syntax)
+    source = encapsulate([part.data]) if syntax.is_compressed else part.data
+    pixels, _ = get_decoder(syntax).as_array(source, **fmt.decoder_options())
+    if fmt.samples_per_pixel > 1 and fmt.planar_configuration == 1:
+        pixels = np.moveaxis(pixels, -1, 0)  # the decoders interleave; the file says colour-by-plane
+    width = max(1, fmt.bits_allocated // 8)
+    kind = "i" if pixels.dtype.kind == "i" else "u"
+    return np.ascontiguousarray(pixels, dtype=f"<{kind}{width}").tobytes()
