@@ -13,23 +13,24 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from scipy.stats import mannwhitneyu
 
 from inference.manifest import Clearance, load_manifest
-from inference.models.demo_cxr import DemoCXRNet
+from inference.models.chexnet import LABELS
 from inference.package import open_package
 from inference.runtime.loader import load_model
 from inference.runtime.transform import to_model_input
 from inference.training import demo_cxr
+from inference.training.demo_cxr_data import split_by_patient
+from inference.training.demo_cxr_package import CARD_NAME, METRICS_NAME, MODULE, WEIGHTS_NAME, device_uid
+from inference.training.demo_cxr_recipe import Recipe
 from openaim.settings import REPO_ROOT
-from openaim.uids import is_uid
 
 PACKAGE = Path(__file__).resolve().parents[3] / "inference" / "packages" / "openaim-demo-cxr"
 
 
 @pytest.fixture(scope="module")
 def metrics() -> dict[str, Any]:
-    return json.loads((PACKAGE / demo_cxr.METRICS_NAME).read_text())
+    return json.loads((PACKAGE / METRICS_NAME).read_text())
 
 
 # -- the committed package ------------------------------------------------------------------------------
@@ -72,7 +73,7 @@ def test_the_manifest_claims_the_held_out_aurocs_the_script_measured(metrics: di
         assert claim.value == measured[label]["auroc"]
         assert f"n={metrics['split']['test_images']}" in claim.dataset
         assert f"{measured[label]['test_positives']} positive" in claim.dataset
-    assert manifest.weights_sha256 == metrics["weights_sha256"] == _sha256(PACKAGE / demo_cxr.WEIGHTS_NAME)
+    assert manifest.weights_sha256 == metrics["weights_sha256"] == _sha256(PACKAGE / WEIGHTS_NAME)
 
 
 def test_the_manifest_says_plainly_what_the_model_is() -> None:
@@ -84,8 +85,8 @@ def test_the_manifest_says_plainly_what_the_model_is() -> None:
     assert "ChestX-ray14" in manifest.training_data
     assert "Wang X." in manifest.training_data
     assert manifest.runtime.kind == "state_dict"
-    assert manifest.runtime.module == demo_cxr.MODULE
-    assert manifest.device_uid == demo_cxr.device_uid(manifest.weights_sha256)
+    assert manifest.runtime.module == MODULE
+    assert manifest.device_uid == device_uid(manifest.weights_sha256)
 
 
 def test_it_beats_chance_on_cardiomegaly_and_effusion(metrics: dict[str, Any]) -> None:
@@ -96,7 +97,7 @@ def test_it_beats_chance_on_cardiomegaly_and_effusion(metrics: dict[str, Any]) -
 
 
 def test_the_model_card_shows_the_measured_numbers(metrics: dict[str, Any]) -> None:
-    card = (PACKAGE / demo_cxr.CARD_NAME).read_text()
+    card = (PACKAGE / CARD_NAME).read_text()
     assert "not for clinical use" in card.splitlines()[2].lower()  # at the top, not in a footnote
     for result in metrics["outputs"]:
         assert f"| {result['auroc']:.2f} |" in card
@@ -111,84 +112,14 @@ def test_the_held_out_images_are_the_ones_the_split_gives_today(
     with (shared_data / "cxr14" / "labels.csv").open(newline="") as stream:
         rows = sorted(csv.DictReader(stream), key=lambda row: row["image"])
     names = [row["image"] for row in rows]
-    labels = np.array([[int(row[label]) for label in demo_cxr.LABELS] for row in rows])
+    labels = np.array([[int(row[label]) for label in LABELS] for row in rows])
     recipe = metrics["recipe"]
-    _, test = demo_cxr.split_by_patient(names, labels, recipe["test_fraction"], recipe["seed"])
+    _, test = split_by_patient(names, labels, recipe["test_fraction"], recipe["seed"])
     digest = hashlib.sha256("\n".join(names[i] for i in test).encode()).hexdigest()
     assert digest == metrics["split"]["test_set_sha256"]
 
 
-# -- the pieces of the script ---------------------------------------------------------------------------
-
-
-def test_the_split_keeps_each_patient_on_one_side_and_repeats() -> None:
-    names = [f"{patient:08d}_{visit:03d}.png" for patient in range(40) for visit in range(patient % 3 + 1)]
-    labels = np.zeros((len(names), len(demo_cxr.LABELS)))
-    labels[::5, 1] = 1
-    train, test = demo_cxr.split_by_patient(names, labels, test_fraction=0.25, seed=7)
-    assert sorted(np.concatenate([train, test])) == list(range(len(names)))
-    assert not {names[i][:8] for i in train} & {names[i][:8] for i in test}
-    assert 8 <= len({names[i][:8] for i in test}) <= 12
-    again_train, again_test = demo_cxr.split_by_patient(names, labels, test_fraction=0.25, seed=7)
-    assert np.array_equal(train, again_train) and np.array_equal(test, again_test)
-
-
-def test_auroc_is_the_mann_whitney_statistic_ties_included() -> None:
-    rng = np.random.default_rng(0)
-    truth = (rng.random(200) < 0.2).astype(float)
-    scores = np.round(rng.random(200) + 0.5 * truth, 1)  # rounded: many ties
-    u = mannwhitneyu(scores[truth > 0], scores[truth == 0]).statistic
-    assert demo_cxr.auroc(scores, truth) == pytest.approx(u / (truth.sum() * (1 - truth).sum()))
-    assert demo_cxr.auroc(np.array([0.1, 0.2, 0.9]), np.array([0.0, 0.0, 1.0])) == 1.0
-    assert demo_cxr.auroc(np.array([0.1, 0.2]), np.array([1.0, 1.0])) is None
-
-
-def test_the_delong_interval_brackets_the_auroc_and_narrows_with_more_cases() -> None:
-    rng = np.random.default_rng(1)
-
-    def width(n: int) -> float:
-        truth = (np.arange(n) % 4 == 0).astype(float)
-        scores = rng.random(n) + 0.6 * truth
-        interval = demo_cxr.delong_interval(scores, truth)
-        assert interval is not None
-        low, high = interval
-        assert low <= demo_cxr.auroc(scores, truth) <= high  # type: ignore[operator]
-        return high - low
-
-    assert width(2000) < width(100) / 2
-
-
-def test_the_youden_threshold_separates_separable_scores() -> None:
-    truth = np.array([0, 0, 0, 1, 1], dtype=float)
-    threshold = demo_cxr.youden_threshold(np.array([0.1, 0.2, 0.3, 0.6, 0.8]), truth)
-    assert 0.3 < threshold < 0.6
-
-
-def test_platt_scaling_recovers_a_known_calibration() -> None:
-    rng = np.random.default_rng(2)
-    raw = rng.normal(-4.0, 1.5, 4000)  # logits of a model that is too sure of "no"
-    truth = (rng.random(4000) < 1 / (1 + np.exp(-(2.0 * raw + 6.0)))).astype(float)
-    scale, offset = demo_cxr.platt_scaling(1 / (1 + np.exp(-raw)), truth)
-    assert scale == pytest.approx(2.0, abs=0.3) and offset == pytest.approx(6.0, abs=1.0)
-    assert demo_cxr.platt_scaling(np.array([0.9, 0.1]), np.array([0.0, 1.0])) == (1.0, 0.0)  # no reversal
-
-
-def test_the_shipped_model_keeps_the_chosen_outputs_with_their_calibration() -> None:
-    recipe = demo_cxr.Recipe(outputs=("Effusion", "Cardiomegaly"), width=8)
-    torch.manual_seed(0)
-    trained = DemoCXRNet(n_outputs=len(demo_cxr.LABELS), width=8).eval()
-    shipped = demo_cxr.shipped_model(trained, recipe, [(2.0, -1.0), (0.5, 3.0)])
-    batch = torch.randn(2, 1, 64, 64)
-    with torch.inference_mode():
-        everything, chosen = trained(batch), shipped(batch)
-    effusion, cardiomegaly = demo_cxr.LABELS.index("Effusion"), demo_cxr.LABELS.index("Cardiomegaly")
-    assert torch.allclose(chosen[:, 0], 2.0 * everything[:, effusion] - 1.0, atol=1e-5)
-    assert torch.allclose(chosen[:, 1], 0.5 * everything[:, cardiomegaly] + 3.0, atol=1e-5)
-
-
-def test_the_device_uid_is_a_dicom_uid_that_follows_the_weights() -> None:
-    first, second = demo_cxr.device_uid("f" * 64), demo_cxr.device_uid("0123" * 16)
-    assert is_uid(first) and is_uid(second) and first != second
+# -- the script as a whole ------------------------------------------------------------------------------
 
 
 def test_a_small_run_writes_a_loadable_package_and_repeats_byte_for_byte(
@@ -202,11 +133,11 @@ def test_a_small_run_writes_a_loadable_package_and_repeats_byte_for_byte(
         return out
 
     first, second = run("first"), run("second")
-    assert _sha256(first / demo_cxr.WEIGHTS_NAME) == _sha256(second / demo_cxr.WEIGHTS_NAME)
+    assert _sha256(first / WEIGHTS_NAME) == _sha256(second / WEIGHTS_NAME)
     model = load_model(open_package(first))
     with torch.inference_mode():
-        assert model(torch.zeros(1, 1, 32, 32)).shape == (1, len(demo_cxr.Recipe().outputs))
-    assert json.loads((first / demo_cxr.METRICS_NAME).read_text())["split"]["total_images"] == 24
+        assert model(torch.zeros(1, 1, 32, 32)).shape == (1, len(Recipe().outputs))
+    assert json.loads((first / METRICS_NAME).read_text())["split"]["total_images"] == 24
 
 
 def _sha256(path: Path) -> str:

@@ -1,0 +1,216 @@
+"""The demo chest X-ray package's MODEL_CARD.md: a template filled from metrics.json and the manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inference.manifest import Manifest
+from inference.training.demo_cxr_package import DATA_ATTRIBUTION, FINDINGS, VERSION
+from inference.training.demo_cxr_recipe import Recipe
+
+
+def model_card(recipe: Recipe, metrics: dict[str, Any], manifest: Manifest) -> str:
+    """MODEL_CARD.md, written from the same numbers as the manifest so the two cannot disagree."""
+    split, environment = metrics["split"], metrics["environment"]
+    rows = []
+    for result in metrics["outputs"]:
+        interval = result["auroc_ci95"]
+        rows.append(
+            f"| {FINDINGS[result['label']].display_name} | {_number(result['auroc'])} | "
+            f"{'-' if interval is None else f'{interval[0]:.2f} to {interval[1]:.2f}'} | "
+            f"{result['test_positives']} / {result['test_negatives']} | "
+            f"{_number(result['chexnet_auroc_same_split'])} | {result['threshold']:.4f} | "
+            f"{_number(result['test_sensitivity_at_threshold'])} / "
+            f"{_number(result['test_specificity_at_threshold'])} |"
+        )
+    codes = ", ".join(
+        f"{output.display_name} SNOMED CT {output.code.value} ({output.code.meaning})"
+        for output in manifest.outputs
+        if output.code
+    )
+    triage = ", ".join(f"{rule.label} raises a study to {rule.priority.value}" for rule in manifest.triage)
+    return CARD_TEMPLATE.format(
+        version=VERSION,
+        outputs=", ".join(FINDINGS[label].display_name for label in recipe.outputs),
+        attribution=DATA_ATTRIBUTION,
+        total=split["total_images"],
+        train=split["train_images"],
+        train_patients=split["train_patients"],
+        test=split["test_images"],
+        test_patients=split["test_patients"],
+        test_percent=round(100 * recipe.test_fraction),
+        seed=recipe.seed,
+        size=recipe.input_size,
+        width=recipe.width,
+        parameters=metrics["parameters"],
+        weights_kib=metrics["weights_bytes"] // 1024,
+        epochs=recipe.epochs,
+        batch=recipe.batch_size,
+        learning_rate=recipe.learning_rate,
+        weight_decay=recipe.weight_decay,
+        ema=recipe.ema_decay,
+        targets=_targets_text(recipe),
+        weak=_weak_text(metrics["outputs"]),
+        folds=metrics["threshold_folds"],
+        cross_validated=", ".join(
+            f"{label} {_number(value)}"
+            for label, value in metrics["training_split_cross_validated_auroc"].items()
+        )
+        or "not computed",
+        table="\n".join(rows),
+        threshold_method=metrics["threshold_method"],
+        codes=codes or "none",
+        triage=triage or "none",
+        wall_minutes=metrics["wall_seconds"] / 60,
+        threads=environment["torch_threads"],
+        cpus=environment["cpu_count"],
+        torch=environment["torch"],
+        sha=metrics["weights_sha256"],
+        uid=manifest.device_uid,
+    )
+
+
+def _targets_text(recipe: Recipe) -> str:
+    teacher = (
+        "the published CheXNet reproduction (`ref_prob_*` in labels.csv: a DenseNet-121 trained on "
+        "ChestX-ray14, run on each training image)"
+    )
+    parts = []
+    if recipe.distill < 1:
+        target = "the true NIH label" if recipe.distill == 0 else f"{1 - recipe.distill:g} x the true label"
+        if recipe.distill > 0:
+            target += f" + {recipe.distill:g} x CheXNet's probability"
+        parts.append(f"binary cross-entropy against {target}")
+    else:
+        parts.append("binary cross-entropy against CheXNet's probability alone")
+    if recipe.logit_match:
+        parts.append(
+            f"{recipe.logit_match:g} x a smooth-L1 loss pulling each logit towards CheXNet's log-odds"
+        )
+    return (
+        f"Knowledge distillation from {teacher}. The loss, over all 14 NIH labels: "
+        + " plus ".join(parts)
+        + ". The held-out images' labels and CheXNet outputs are never used for training."
+    )
+
+
+def _weak_text(results: list[dict[str, Any]]) -> str:
+    weak = [
+        FINDINGS[result["label"]].display_name
+        for result in results
+        if result["auroc_ci95"] is None or result["auroc_ci95"][0] <= 0.5
+    ]
+    if not weak:
+        return ""
+    return (
+        f"**Not shown to beat chance on the held-out split: {', '.join(weak)}** (the interval reaches 0.5). "
+        "The outputs were fixed before the held-out split was looked at, and choosing them by their "
+        "held-out results would make that split a selection set, so they stay: treat their flags and "
+        "heatmaps as noise. "
+    )
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+CARD_TEMPLATE = """\
+# openaim demonstration chest X-ray model {version}
+
+**A demonstration, not for clinical use.** This model exists to show how the openaim platform installs a
+model, runs it, draws its heatmaps, flags a worklist and collects readers' feedback. It was trained in
+minutes on {train} images and two CPU cores; it is far weaker than any clinical product and must never
+inform the care of a patient.
+
+## What it is
+- A small residual CNN (`inference.models.demo_cxr:DemoCXRNet`, width {width}: {parameters} parameters,
+  {weights_kib} KiB of weights) reading one grey channel at {size}x{size} pixels.
+- Outputs (logits; the platform applies the sigmoid): {outputs}.
+- Class activation maps work: the network ends in `features`, global average pooling and one linear
+  `classifier`. At this input size the map is coarse (1/32 of the input).
+- The package: `manifest.json`, `weights.pt` (a state dict, sha256 `{sha}`), `metrics.json` (every number
+  on this page, written by the training script) and this card. DICOM device UID `{uid}`, derived from
+  the weights' sha256, so every retrained version gets its own.
+
+## Data
+{total} frontal chest radiographs from NIH ChestX-ray14, as redistributed in the starter images of
+jrzech/reproduce-chexnet: 465 downsized to 256x256 and 56 at 1024x1024, 8-bit greyscale PNG. Labels are
+NIH's, text-mined from the radiology reports. The set is enriched for findings; it is not a screening
+population. No age, sex or scanner data comes with it.
+
+Attribution: {attribution}
+
+## Split
+By patient (the first 8 digits of an NIH file name), stratified by each patient's rarest positive finding,
+with a seeded shuffle (seed {seed}): {train} images ({train_patients} patients) to train, {test} images
+({test_patients} patients, about {test_percent}%) held out. The held-out labels and CheXNet outputs were used
+only to measure the final model, never to train it, to choose its thresholds or to choose its recipe; the
+recipe (input size, epochs, loss, which outputs to ship) was chosen by cross-validation inside the
+training split.
+
+## Training recipe
+- Pixels go through the platform's own `inference.runtime.transform.to_model_input` with this package's
+  preprocessing (short side resized to {size}, centre crop, one channel, (x/255 - 0.5) / 0.25), so training
+  and inference see the same numbers. The inputs are computed once and kept in memory.
+- Augmentation per batch: rotation within 10 degrees, zoom 0.87-1.13, shift within 8%, contrast
+  0.8-1.2 and brightness within 0.3 (in normalised units). No horizontal flip (the heart is on the left).
+- {targets}
+- All 14 labels are learnt, as extra signal for the shared features; the package ships only {outputs}
+  (the other rows of the classifier are dropped; see "How the recipe and outputs were chosen").
+- AdamW (learning rate {learning_rate}, weight decay {weight_decay}), one-cycle schedule, {epochs} epochs of
+  batches of {batch}; the shipped weights are an exponential moving average (decay {ema}).
+- Seeded and deterministic: `torch.use_deterministic_algorithms(True)`, {threads} threads. Two runs on
+  one machine give byte-identical weights; another CPU or torch version may differ in the last bits.
+
+## How the recipe and outputs were chosen
+Before this run, exploratory 3-fold cross-validation inside the training split (never the held-out split)
+compared input sizes 128 and 160, 40, 80 and 120 epochs, soft-target cross-entropy against logit matching
+(and both), and widths 24 and 32. Longer training and logit matching helped; 160 pixels and the narrower
+network did not. The shipped outputs are those that reached a cross-validated AUROC of at least 0.70 with at
+least 25 training positives in the exploratory run of this exact recipe: Cardiomegaly 0.85, Effusion 0.76,
+Mass 0.72, Emphysema 0.73. Edema (0.79) and Hernia (0.75) had 13 positives each, too few to trust;
+Pneumothorax (0.59) is not shipped, so this model raises no urgent flag.
+
+This run's own cross-validated AUROC inside the training split ({folds} folds, the scores its thresholds
+were chosen on), for all 14 labels: {cross_validated}. Its folds differ from the exploratory run's, and
+with 30-60 positives per label the estimates move by up to 0.1 between fold assignments.
+
+## Performance on the held-out split
+| Finding | AUROC | 95% CI (DeLong) | test positives / negatives | CheXNet, same images | threshold \
+| sensitivity / specificity at threshold |
+|---|---|---|---|---|---|---|
+{table}
+
+With ten-odd positives per finding the intervals are wide: an interval wholly above 0.5 says "better than
+chance", not how much better. {weak}The CheXNet column is the 121-layer teacher, trained on about 100,000
+ChestX-ray14 images, on the same held-out images; it is shown for scale only (it may have seen these
+images during its own training, so its numbers may be optimistic).
+
+## Probabilities and operating thresholds
+{threshold_method}. Each output's Platt scale and offset (in metrics.json) are folded into its classifier
+row, so the package still returns plain logits. The probabilities therefore estimate how likely a finding
+is in a set enriched like this one, not in a hospital's population, and the thresholds are a
+demonstration's: taken from a few dozen positives.
+
+## Codes and triage
+Codes: {codes}; the other outputs carry no code. Triage: {triage}.
+
+## Limitations
+- Tiny data: {train} training images, a few dozen positives per finding; the model has learnt coarse
+  appearance (heart size, blunted costophrenic angles, dense lower zones), not radiology.
+- Enriched set: prevalence here is far above a hospital's, so predictive values do not transfer.
+- No demographics: performance by age, sex or scanner is unknown.
+- 8-bit PNG source (already windowed and downsized by NIH), not DICOM: real DICOM reaches the model
+  through the platform's VOI/windowing to 8 bits, which may not match what NIH did.
+- NIH labels are text-mined and noisy, and distillation passes on the teacher's errors as well as its
+  knowledge.
+- Frontal views only; the model has never seen a lateral view, a child, or a CT.
+
+## Reproduce
+```
+python -m inference.training.demo_cxr --out inference/packages/openaim-demo-cxr
+```
+This run took {wall_minutes:.1f} minutes wall time for the whole script (loading, cross-validated
+thresholds, training, evaluation, writing the package) on a machine with {cpus} CPU cores shared with
+other jobs, torch {torch} with {threads} threads.
+"""
