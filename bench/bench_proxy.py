@@ -25,6 +25,7 @@ from openaim.seed import seed
 from openaim.settings import Settings
 from orthanc import OrthancConnection, OrthancServer
 from orthanc.launcher import free_port
+from orthanc.seeding import OrthancSeedArchive
 from viewer.access.users import Role, add_user
 from viewer.app import create_app
 
@@ -105,7 +106,8 @@ def main() -> None:
         shared = Settings().shared_data_dir
         server = OrthancServer(Path(tmp) / "orthanc", http_port=free_port(), stable_age=5)
         with server as orthanc:
-            seed(orthanc, shared, limit=args.images)
+            with OrthancSeedArchive(orthanc) as archive:
+                seed(archive, shared, limit=args.images)
             base, viewer = start_viewer(Path(tmp) / "data", orthanc)
             paths = frame_paths(orthanc, args.images)
             direct = orthanc.client(timeout=60)

@@ -1,18 +1,20 @@
-"""What the inference service asks of Orthanc: the change feed, a series' attributes, an image's bytes,
-and storing results (STOW-RS). Synchronous: the service runs in its own thread."""
+"""What the inference service asks of Orthanc: the change feed, a series' attributes, an image's bytes
+(Orthanc's REST API, through orthanc/rest.py), and storing results (STOW-RS, dicomweb-client).
+Synchronous: the service runs in its own thread."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from dicomweb_client.api import DICOMwebClient
 from dicomweb_client.session_utils import create_session_from_user_pass
 from pydicom import Dataset
 
 from orthanc import OrthancConnection
+from orthanc.rest import OrthancError, OrthancNotFound, OrthancRest
 
 
 class ArchiveUnavailable(RuntimeError):
@@ -39,63 +41,50 @@ class SeriesInfo:
 
 class InferenceArchive:
     def __init__(self, connection: OrthancConnection, timeout: float = 60.0) -> None:
-        self._client = connection.client(timeout=timeout)
+        self._rest = OrthancRest(connection, timeout=timeout)
         self._stow_session = create_session_from_user_pass(connection.username, connection.password)
         self._dicomweb = DICOMwebClient(connection.dicomweb_url, session=self._stow_session, timeout=timeout)
 
     def close(self) -> None:
-        self._client.close()
+        self._rest.close()
         self._stow_session.close()
-
-    def _get(self, path: str, **params: Any) -> Any:
-        try:
-            response = self._client.get(path, params=params)
-        except httpx.TransportError as error:
-            raise ArchiveUnavailable(f"Orthanc is unreachable ({error.__class__.__name__})") from error
-        if response.status_code == 404:
-            raise NotInArchive(path.split("/")[1])
-        if response.status_code != 200:
-            raise ArchiveUnavailable(f"Orthanc answered {response.status_code} to GET {path.split('/')[1]}")
-        return response.json() if "json" in response.headers.get("content-type", "") else response.content
 
     def changes(self, since: int, limit: int = 200) -> tuple[list[Change], int, bool]:
         """Changes after ``since``: (changes, the last sequence number, whether the feed is exhausted)."""
-        answer = self._get("/changes", since=since, limit=limit)
-        changes = [Change(item["Seq"], item["ChangeType"], item["ID"]) for item in answer["Changes"]]
-        return changes, int(answer["Last"]), bool(answer["Done"])
+        with _from_orthanc():
+            answer, last, done = self._rest.changes(since, limit)
+        return [Change(item.sequence_id, item.change_type, item.resource_id) for item in answer], last, done
 
     def study_uid(self, study_id: str) -> str:
-        return str(self._get(f"/studies/{study_id}")["MainDicomTags"]["StudyInstanceUID"])
+        with _from_orthanc():
+            return str(self._rest.study(study_id)["MainDicomTags"]["StudyInstanceUID"])
 
     def series_of_study(self, study_id: str) -> dict[str, str]:
         """Series Instance UID -> Orthanc's series ID, for every series of the study."""
-        return {
-            series["MainDicomTags"]["SeriesInstanceUID"]: series["ID"]
-            for series in self._get(f"/studies/{study_id}/series")
-        }
+        with _from_orthanc():
+            listed = self._rest.study_series(study_id)
+        return {series["MainDicomTags"]["SeriesInstanceUID"]: series["ID"] for series in listed}
 
     def first_instance(self, series_id: str) -> str | None:
         """Orthanc's ID of the series' instance with the lowest Instance Number; None for an empty series."""
-        instances = self._get(f"/series/{series_id}/instances")
+        with _from_orthanc():
+            instances = self._rest.series_instances(series_id)
         return str(min(instances, key=_instance_order)["ID"]) if instances else None
 
     def series_by_uid(self, series_uid: str) -> SeriesInfo | None:
-        try:
-            response = self._client.post("/tools/lookup", content=series_uid)
-        except httpx.TransportError as error:
-            raise ArchiveUnavailable(f"Orthanc is unreachable ({error.__class__.__name__})") from error
-        matches = [item for item in response.json() if item.get("Type") == "Series"]
-        first = self.first_instance(matches[0]["ID"]) if matches else None
-        return None if first is None else SeriesInfo(matches[0]["ID"], series_uid, first)
+        with _from_orthanc():
+            matches = self._rest.lookup(series_uid, "Series")
+        first = self.first_instance(matches[0]) if matches else None
+        return None if first is None else SeriesInfo(matches[0], series_uid, first)
 
     def instance_tags(self, instance_id: str) -> dict[str, Any]:
         """The instance's attributes by keyword, pixel data left out (what selectors are matched on)."""
-        tags: dict[str, Any] = self._get(f"/instances/{instance_id}/simplified-tags")
-        return tags
+        with _from_orthanc():
+            return self._rest.simplified_tags(instance_id)
 
     def instance_file(self, instance_id: str) -> bytes:
-        data: bytes = self._get(f"/instances/{instance_id}/file")
-        return data
+        with _from_orthanc():
+            return self._rest.instance_file(instance_id)
 
     def store(self, datasets: Sequence[Dataset]) -> None:
         """STOW-RS; Orthanc keeps the first copy of a SOP Instance UID, so storing again changes nothing."""
@@ -103,6 +92,17 @@ class InferenceArchive:
             self._dicomweb.store_instances(list(datasets))
         except Exception as error:  # requests' and dicomweb-client's errors alike: the archive is the problem
             raise ArchiveUnavailable(f"STOW-RS failed ({error.__class__.__name__}: {error})") from error
+
+
+@contextmanager
+def _from_orthanc() -> Iterator[None]:
+    """Orthanc's errors as the service reads them: a 404 is final, anything else is worth retrying."""
+    try:
+        yield
+    except OrthancNotFound as error:
+        raise NotInArchive(str(error)) from error
+    except OrthancError as error:
+        raise ArchiveUnavailable(str(error)) from error
 
 
 def _instance_order(instance: dict[str, Any]) -> tuple[int, str]:

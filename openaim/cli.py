@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,6 +11,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from inference.cli import models_app
 from openaim.db import migrated, transaction, upgrade
 from openaim.settings import Settings, generated_secret
+
+if TYPE_CHECKING:
+    from openaim.seed import SeedReport
+    from orthanc import OrthancConnection
 
 app = typer.Typer(help="openaim: open AI medical imaging platform.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -80,8 +84,6 @@ def demo(
 ) -> None:
     """Start everything on loopback, seed the demo studies, print the URL and a demo sign-in."""
     from inference.service import in_background
-    from openaim.seed import print_progress
-    from openaim.seed import seed as seed_studies
     from orthanc.launcher import archive
     from viewer.app import serve as run_viewer
 
@@ -89,7 +91,7 @@ def demo(
     password = _ensure_demo_user(settings)
     typer.echo(_ensure_demo_model(settings))
     with archive(settings) as connection, in_background(settings, connection):
-        report = seed_studies(connection, settings.shared_data_dir, limit=limit, progress=print_progress)
+        report = _seed(connection, settings, limit)
         typer.echo(f"Seeded: {report.summary()}")
         typer.echo(
             f"\n  openaim is running at http://{settings.host}:{settings.port}/\n"
@@ -138,14 +140,22 @@ def seed(
     limit: Annotated[int | None, typer.Option(help="Only the first N chest X-rays.")] = None,
 ) -> None:
     """Load the demo studies (NIH ChestX-ray14 images as DICOM, and the DICOM fixtures) into Orthanc."""
-    from openaim.seed import print_progress
-    from openaim.seed import seed as seed_studies
     from orthanc.launcher import archive
 
     settings = _settings()
     with archive(settings) as connection:
-        report = seed_studies(connection, settings.shared_data_dir, limit=limit, progress=print_progress)
+        report = _seed(connection, settings, limit)
     typer.echo(f"Seeded: {report.summary()}")
+
+
+def _seed(connection: OrthancConnection, settings: Settings, limit: int | None) -> SeedReport:
+    """The demo studies into this Orthanc, with progress on the console."""
+    from openaim.seed import print_progress
+    from openaim.seed import seed as seed_studies
+    from orthanc.seeding import OrthancSeedArchive
+
+    with OrthancSeedArchive(connection) as target:
+        return seed_studies(target, settings.shared_data_dir, limit=limit, progress=print_progress)
 
 
 @db_app.command("upgrade")

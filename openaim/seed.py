@@ -11,6 +11,9 @@ they are fake here, but the same code paths must stay safe when pointed at a rea
 
 The generated sex and age are random, not the NIH patient's: per-subgroup statistics on demo data
 mean nothing.
+
+What seeding needs of the archive is ``SeedArchive``; Orthanc's is ``orthanc.seeding.OrthancSeedArchive``,
+handed in by the ``openaim`` command, so that this bottom layer knows no archive.
 """
 
 from __future__ import annotations
@@ -20,15 +23,13 @@ import logging
 import random
 import re
 import sys
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple, Protocol
 
-import httpx
 import numpy as np
 import pydicom
 from PIL import Image
@@ -37,7 +38,6 @@ from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
 from openaim.uids import is_uid
-from orthanc.connection import OrthancConnection
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +233,27 @@ class SeedReport:
 Progress = Callable[[int, int, str], None]
 
 
+@dataclass
+class Stored:
+    """What an archive did with the files it was given, by SOP Instance UID; ``failed`` says why."""
+
+    added: set[str] = field(default_factory=set)
+    already_present: set[str] = field(default_factory=set)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+class SeedArchive(Protocol):
+    """What seeding asks of an archive."""
+
+    def present(self, sop_instance_uids: list[str]) -> set[str]:
+        """Which of these SOP Instance UIDs the archive holds already (one query for them all)."""
+        ...
+
+    def store(self, files: Mapping[str, bytes]) -> Stored:
+        """Store DICOM Part 10 files (SOP Instance UID -> bytes), byte for byte."""
+        ...
+
+
 @dataclass(frozen=True)
 class _Item:
     label: str
@@ -293,68 +314,8 @@ def _batches(items: Iterable[_Item], size: int) -> Iterator[list[_Item]]:
         yield batch
 
 
-def _present(client: httpx.Client, uids: list[str]) -> set[str]:
-    """Which of these SOP Instance UIDs Orthanc holds: one query, UIDs matched as a DICOM list."""
-    response = client.post(
-        "/tools/find",
-        json={"Level": "Instance", "Query": {"SOPInstanceUID": "\\".join(uids)}, "Expand": True},
-    )
-    response.raise_for_status()
-    return {found["MainDicomTags"].get("SOPInstanceUID", "") for found in response.json()}
-
-
-def _values(body: dict[str, Any], tag: str) -> list[dict[str, Any]]:
-    return list(body.get(tag, {}).get("Value", []))
-
-
-def _stow(client: httpx.Client, files: dict[str, bytes]) -> tuple[set[str], dict[str, str]]:
-    """STOW-RS ``files`` (UID -> Part 10 bytes): the UIDs stored, and the reasons for the others."""
-    boundary = uuid.uuid4().hex
-    parts = [
-        b"--%s\r\nContent-Type: application/dicom\r\n\r\n%s\r\n" % (boundary.encode(), data)
-        for data in files.values()
-    ]
-    response = client.post(
-        "/dicom-web/studies",
-        content=b"".join(parts) + b"--%s--\r\n" % boundary.encode(),
-        headers={
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-            "Accept": "application/dicom+json",
-        },
-    )
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        reason = f"STOW-RS answered HTTP {response.status_code}"
-        return set(), dict.fromkeys(files, reason)
-    stored = {
-        str(item.get("00081155", {}).get("Value", [""])[0])
-        for item in _values(body, "00081199")  # ReferencedSOPSequence
-    }
-    reasons = {
-        str(item.get("00081155", {}).get("Value", [""])[0]): "STOW-RS failure reason "
-        + str(item.get("00081197", {}).get("Value", ["?"])[0])
-        for item in _values(body, "00081198")  # FailedSOPSequence
-    }
-    return stored, reasons
-
-
-def _post_instance(client: httpx.Client, data: bytes) -> tuple[str | None, str]:
-    """Orthanc's own upload, for a file its STOW-RS refused: (Orthanc status, error detail)."""
-    response = client.post("/instances", content=data, headers={"Content-Type": "application/dicom"})
-    if response.status_code == 200:
-        return str(response.json().get("Status")), ""
-    try:
-        detail = str(response.json().get("Details") or response.json().get("Message"))
-    except ValueError:
-        detail = response.text[:200]
-    return None, f"HTTP {response.status_code}: {detail}"
-
-
-def _seed_batch(client: httpx.Client, batch: list[_Item], report: SeedReport) -> None:
-    present = _present(client, [item.sop_instance_uid for item in batch])
+def _seed_batch(archive: SeedArchive, batch: list[_Item], report: SeedReport) -> None:
+    present = archive.present([item.sop_instance_uid for item in batch])
     files: dict[str, bytes] = {}
     labels: dict[str, str] = {}
     for item in batch:
@@ -369,24 +330,16 @@ def _seed_batch(client: httpx.Client, batch: list[_Item], report: SeedReport) ->
         labels[item.sop_instance_uid] = item.label
     if not files:
         return
-    stored, reasons = _stow(client, files)
-    for uid, data in files.items():
-        if uid in stored:
-            report.added += 1
-            continue
-        status, detail = _post_instance(client, data)
-        if status == "Success":
-            report.added += 1
-        elif status == "AlreadyStored":
-            report.already_present += 1
-        else:
-            stow_reason = reasons.get(uid, "not in the STOW-RS answer")
-            report.failed[labels[uid]] = f"{stow_reason}; POST /instances: {detail or status}"
-            log.warning("seeding %s failed: %s", labels[uid], report.failed[labels[uid]])
+    stored = archive.store(files)
+    report.added += len(stored.added)
+    report.already_present += len(stored.already_present)
+    for uid, reason in stored.failed.items():
+        report.failed[labels[uid]] = reason
+        log.warning("seeding %s failed: %s", labels[uid], reason)
 
 
 def seed(
-    connection: OrthancConnection,
+    archive: SeedArchive,
     data_dir: Path,
     *,
     limit: int | None = None,
@@ -394,9 +347,9 @@ def seed(
     batch_size: int = BATCH_SIZE,
     reference_date: date | None = None,
 ) -> SeedReport:
-    """Load the demo chest X-rays (the first ``limit`` of them) and every fixture into Orthanc.
+    """Load the demo chest X-rays (the first ``limit`` of them) and every fixture into the archive.
 
-    Instances Orthanc already holds are skipped, so a second run adds nothing; files that share a
+    Instances the archive already holds are skipped, so a second run adds nothing; files that share a
     SOP Instance UID (the same image in several transfer syntaxes) count as already present. A file
     that cannot be read or stored is reported in ``failed`` and the rest carry on. ``progress`` is
     called after each batch with (done, total, last file name).
@@ -406,12 +359,11 @@ def seed(
     # Files already refused while listing count as done, so that ``done`` ends at ``total``.
     done = len(report.failed)
     total = done + len(items)
-    with connection.client(timeout=300.0) as client:
-        for batch in _batches(items, batch_size):
-            _seed_batch(client, batch, report)
-            done += len(batch)
-            if progress is not None:
-                progress(done, total, batch[-1].label)
+    for batch in _batches(items, batch_size):
+        _seed_batch(archive, batch, report)
+        done += len(batch)
+        if progress is not None:
+            progress(done, total, batch[-1].label)
     log.info(
         "seeding done: %d added, %d already present, %d failed",
         report.added,

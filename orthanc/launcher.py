@@ -15,11 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-import httpx
-
 from openaim.settings import Settings
 from orthanc.config import PLUGINS, OrthancLayout, load_or_create_credentials, orthanc_config, write_config
 from orthanc.connection import OrthancConnection
+from orthanc.rest import OrthancRest
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ class OrthancServer:
 
     def _wait_until_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        with self.connection.client(timeout=2.0) as client:
+        with OrthancRest(self.connection, timeout=2.0) as rest:
             while time.monotonic() < deadline:
                 assert self.process is not None
                 if self.process.poll() is not None:
@@ -119,11 +118,8 @@ class OrthancServer:
                         f"Orthanc exited with code {self.process.returncode}; "
                         f"see {self.layout.log_file}:\n{self._log_tail()}"
                     )
-                try:
-                    if client.get("/system").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
+                if rest.is_alive():
+                    return
                 time.sleep(0.1)
         self.stop()
         raise OrthancStartError(f"Orthanc did not answer within {timeout:.0f} s:\n{self._log_tail()}")

@@ -20,6 +20,7 @@ from openaim.seed import seed
 from openaim.settings import REPO_ROOT, Settings
 from orthanc import OrthancConnection
 from orthanc.launcher import free_port
+from orthanc.seeding import OrthancSeedArchive
 from viewer.access.users import Role, add_user
 from viewer.app import create_app
 
@@ -89,7 +90,8 @@ def platform(
     with transaction(session_factory(engine)) as db:
         add_user(db, USERNAME, PASSWORD, {Role.RADIOLOGIST}, display_name="Dr Reader")
     engine.dispose()
-    seed(orthanc, shared_data, limit=3)
+    with OrthancSeedArchive(orthanc) as archive:
+        seed(archive, shared_data, limit=3)
     settings = Settings(data_dir=tmp / "data", database_url=url)
     with serve(create_app(settings, orthanc)) as base:
         yield Platform(base, url, settings.data_dir)

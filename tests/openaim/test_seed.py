@@ -23,6 +23,7 @@ from openaim.seed import (
     source_image_name,
 )
 from orthanc import OrthancConnection
+from orthanc.seeding import OrthancSeedArchive
 
 RGBA_IMAGE = "full/00001369_000.png"
 DAY = date(2024, 3, 15)
@@ -110,7 +111,8 @@ def test_seeding_stores_everything_once_and_a_second_run_adds_nothing(
     calls: list[tuple[int, int, str]] = []
     before = instance_count(orthanc)
 
-    report = seed(orthanc, shared_data, limit=4, progress=lambda *call: calls.append(call))
+    with OrthancSeedArchive(orthanc) as archive:
+        report = seed(archive, shared_data, limit=4, progress=lambda *call: calls.append(call))
 
     assert report.failed == {}
     assert report.total == len(images) + len(fixtures)
@@ -130,7 +132,8 @@ def test_seeding_stores_everything_once_and_a_second_run_adds_nothing(
     assert done[-1] == calls[-1][1] == report.total
     assert all(call[1] == report.total for call in calls)
 
-    again = seed(orthanc, shared_data, limit=4)
+    with OrthancSeedArchive(orthanc) as archive:
+        again = seed(archive, shared_data, limit=4)
     assert (again.added, again.failed) == (0, {})
     assert again.already_present == report.total
     assert instance_count(orthanc) - before == report.added
@@ -149,7 +152,8 @@ def test_a_broken_file_is_reported_and_the_rest_are_stored(
     good = dicom / "good.dcm"
     shutil.copy(shared_data / "dicom" / "ct_3slice" / "01.dcm", good)
 
-    report = seed(orthanc, tmp_path)
+    with OrthancSeedArchive(orthanc) as archive:
+        report = seed(archive, tmp_path)
 
     assert set(report.failed) == {"dicom/garbage.dcm", "dicom/truncated.dcm"}
     assert "2 failed" in report.summary() and "dicom/truncated.dcm: " in report.summary()

@@ -1,22 +1,27 @@
-"""The platform's one way into Orthanc's DICOMweb: searches for pages, and a streaming pass-through
-for the browser-facing proxy. The browser never talks to Orthanc itself."""
+"""The viewer's way into Orthanc: DICOMweb searches for pages and a streaming pass-through for the
+browser-facing proxy (async httpx), and the few reads of Orthanc's own index and its upload (orthanc/rest.py,
+in a worker thread: its docstring has the measurement). The browser never talks to Orthanc itself."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+import anyio.to_thread
 import httpx
 from pydicom import Dataset
 
 from orthanc import OrthancConnection
+from orthanc.rest import OrthancError, OrthancRest, Upload
 
 # Attributes the worklist needs beyond QIDO-RS's default return keys.
 STUDY_FIELDS = ("00081030", "00080061", "00201208", "00201206")
 SERIES_FIELDS = ("0008103E", "00201209", "00180015")
 INSTANCE_FIELDS = ("00280010", "00280011", "00280008")
+
+T = TypeVar("T")
 
 
 class ArchiveError(RuntimeError):
@@ -50,9 +55,11 @@ class Archive:
             timeout=httpx.Timeout(60.0, connect=5.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         )
+        self._rest = OrthancRest(connection)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        self._rest.close()
 
     async def _search(self, path: str, params: list[tuple[str, str]]) -> list[Dataset]:
         # Orthanc matches wildcards only when `*` arrives unencoded (as with `window=C,W` commas).
@@ -137,31 +144,29 @@ class Archive:
         study_id = await self._orthanc_id(study_uid, "Study")
         if study_id is None:
             return []
-        series = await self._rest(f"/studies/{study_id}/series")
+        series = await self._index(self._rest.study_series, study_id)
         uid_of = {item["ID"]: item["MainDicomTags"].get("SeriesInstanceUID", "") for item in series}
         if series_uid is not None:
             ids = [orthanc_id for orthanc_id, uid in uid_of.items() if uid == series_uid]
             listed = [
-                item for orthanc_id in ids for item in await self._rest(f"/series/{orthanc_id}/instances")
+                item
+                for orthanc_id in ids
+                for item in await self._index(self._rest.series_instances, orthanc_id)
             ]
         else:
-            listed = await self._rest(f"/studies/{study_id}/instances")
+            listed = await self._index(self._rest.study_instances, study_id)
         return [_indexed(item, uid_of.get(item.get("ParentSeries", ""), "")) for item in listed]
 
     async def _orthanc_id(self, uid: str, level: str) -> str | None:
-        try:
-            response = await self._client.post(f"{self.connection.url}/tools/lookup", content=uid)
-        except httpx.TransportError as error:
-            raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
-        if response.status_code != 200:
-            raise ArchiveError(f"Orthanc answered {response.status_code} to a lookup")
-        return next((item["ID"] for item in response.json() if item.get("Type") == level), None)
+        found = await self._index(self._rest.lookup, uid, level)
+        return found[0] if found else None
 
-    async def _rest(self, path: str) -> Any:
-        response = await self._get(f"{self.connection.url}{path}", "application/json")
-        if response.status_code != 200:
-            raise ArchiveError(f"Orthanc answered {response.status_code} to {path.split('/')[1]}")
-        return response.json()
+    async def _index(self, call: Callable[..., T], *args: Any) -> T:
+        """A call to Orthanc's REST API, in a worker thread: the adapter is synchronous."""
+        try:
+            return await anyio.to_thread.run_sync(call, *args)
+        except OrthancError as error:
+            raise ArchiveError(str(error)) from error
 
     async def series_metadata(self, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
         """Every instance's attributes (DICOM JSON) in one request; empty when the series is unknown."""
@@ -198,10 +203,8 @@ class Archive:
         orthanc_id = await self._orthanc_id(instance_uid, "Instance")
         if orthanc_id is None:
             return None
-        response = await self._get(
-            f"{self.connection.url}/instances/{orthanc_id}/metadata/TransferSyntax", "*/*"
-        )
-        return response.text.strip() if response.status_code == 200 else None
+        found = await self._index(self._rest.instance_metadata, orthanc_id, "TransferSyntax")
+        return None if found is None else found.strip()
 
     async def bulk_data(self, uri: str) -> httpx.Response | None:
         """A BulkDataURI (e.g. a palette's LUT data); only URIs under this archive's DICOMweb root."""
@@ -209,16 +212,9 @@ class Archive:
             return None
         return await self._get(uri, 'multipart/related; type="application/octet-stream"')
 
-    async def store_instance(self, data: bytes) -> httpx.Response:
+    async def store_instance(self, data: bytes) -> Upload:
         """Store one DICOM file through Orthanc's REST API (bytes kept exactly as received)."""
-        try:
-            return await self._client.post(
-                f"{self.connection.url}/instances",
-                content=data,
-                headers={"Content-Type": "application/dicom"},
-            )
-        except httpx.TransportError as error:
-            raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
+        return await self._index(self._rest.upload, data)
 
 
 def _single_part(content_type: str, body: bytes) -> bytes:
