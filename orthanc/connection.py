@@ -20,8 +20,5 @@ class OrthancConnection:
     def client(self, timeout: float = 30.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, auth=(self.username, self.password), timeout=timeout)
 
-    def async_client(self, timeout: float = 30.0) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, auth=(self.username, self.password), timeout=timeout)
-
     def __repr__(self) -> str:  # never print the password
         return f"OrthancConnection(url={self.url!r}, username={self.username!r})"
