@@ -28,7 +28,7 @@ from viewer.catalog import pages as catalog_pages
 from viewer.feedback import api as feedback_api
 from viewer.feedback import my_feedback, panel
 from viewer.feedback import publish as feedback_publish
-from viewer.reading import dicomweb, images, pictures, study, worklist
+from viewer.reading import dicomweb, images, overlay_planes, pictures, study, worklist
 from viewer.review import pages as review_pages
 from viewer.templates import make_templates, render
 
@@ -60,6 +60,7 @@ def create_app(settings: Settings, orthanc: OrthancConnection) -> FastAPI:
         catalog_pages,
         images,
         pictures,
+        overlay_planes,
         panel,
         heatmaps,
         foreign_masks,
