@@ -23,6 +23,7 @@ from datetime import datetime
 import highdicom as hd
 import numpy as np
 from pydicom import Dataset
+from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
@@ -78,9 +79,7 @@ def build_sr(
         procedure_reported=codes.SCT.ImagingProcedure,
         imaging_measurements=groups,
         title=codes.DCM.ImagingMeasurementReport,
-        # TID 1600 Image Library (optional): highdicom describes an image from root-level geometry, which
-        # an enhanced multi-frame image keeps in functional groups instead; the SCOORDs reference it anyway
-        referenced_images=[source] if frames is None else None,
+        referenced_images=_image_library(source, frames),
     )
     concepts = [finding_code(finding.label, finding.display_name, finding.code) for finding in findings]
     when = content_datetime or datetime.now()
@@ -224,6 +223,45 @@ def _closed_polyline(source: Dataset, box: Box, frames: list[int] | None) -> hd.
         graphic_data=corners,
         source_image=hd.sr.SourceImageForRegion.from_source_image(source, frames),
     )
+
+
+# What highdicom's TID 1600 entry reads from an image, by the modality families it describes
+# (highdicom.sr.templates.ImageLibraryEntryDescriptors): TID 1603 for projection radiography, TID 1604 for
+# cross-sectional images. An attribute absent or empty there raises AttributeError or IndexError.
+_LIBRARY_NEEDS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(
+        ("CR", "DX", "IO", "MG", "PX", "RF", "RG", "XA"), ("ImagerPixelSpacing", "PatientOrientation")
+    ),
+    **dict.fromkeys(
+        ("CT", "MR", "PT"),
+        ("PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient", "SliceThickness"),
+    ),
+}
+_TWO_VALUED = ("ImagerPixelSpacing", "PatientOrientation", "PixelSpacing")
+
+
+def _image_library(source: Dataset, frames: list[int] | None) -> list[Dataset] | None:
+    """The source for the TID 1600 Image Library when highdicom can describe it, else no library.
+
+    The library is optional and the SCOORDs reference the image anyway, so a source highdicom cannot
+    describe costs the library, never the SR. Real CR and DX files carry Pixel Spacing, Imager Pixel
+    Spacing, both or neither, and Patient Orientation may be empty (Type 2); highdicom reads Imager Pixel
+    Spacing and both orientation values unconditionally. An enhanced multi-frame image keeps its geometry
+    in functional groups, where highdicom does not look.
+    """
+    if frames is not None:
+        return None
+    needs = _LIBRARY_NEEDS.get(str(source.get("Modality", "")), ())
+    return [source] if all(_has_values(source, keyword) for keyword in needs) else None
+
+
+def _has_values(source: Dataset, keyword: str) -> bool:
+    value = source.get(keyword)
+    if value is None or value == "":
+        return False
+    if keyword in _TWO_VALUED:  # a single value reads as a str or a number, not a list
+        return isinstance(value, list | MultiValue) and len(value) >= 2
+    return True
 
 
 def _observation_context(algorithm: Algorithm) -> hd.sr.ObservationContext:
