@@ -122,8 +122,10 @@ def display_frame(
 ) -> np.ndarray:
     """One frame as a reader sees it: (H, W) uint8, bright = dense.
 
-    ``voi=False`` (or a file without a usable window) scales the frame's own range after the modality LUT,
-    min..max, to 0..255, as Orthanc's ``/rendered`` does without a window.
+    ``voi=False`` (or a file without a usable window) gives the standard's default, identity: values stored in
+    8 bits or fewer are shown as they are (0..2^BitsStored-1 through the modality LUT to 0..255). Deeper
+    values scale the frame's own range after the modality LUT, min..max, to 0..255, as Orthanc's
+    ``/rendered`` and most viewers do without a window.
     """
     check_image(ds, min_side)
     frames = number_of_frames(ds)
@@ -344,7 +346,28 @@ def _greyscale(stored: np.ndarray, view: Dataset, *, voi: bool) -> np.ndarray:
     """Stored values to 0..1 (0 = the lowest output of the window, 1 = the highest)."""
     values = apply_modality_lut(stored, view)
     fraction = _apply_window(values, view) if voi else None
-    return _stretch(values) if fraction is None else fraction
+    if fraction is not None:
+        return fraction
+    return _identity(values, view) if _stored_bits(view) <= 8 else _stretch(values)
+
+
+def _stored_bits(view: Dataset) -> int:
+    return int(view.get("BitsStored") or 16)
+
+
+def _identity(values: np.ndarray, view: Dataset) -> np.ndarray:
+    """No window: PS3.3 C.11.2's default is identity, every stored value shown as it is. For 8-bit images
+    (the photographs and PNG-derived radiographs models are trained on) a stretch would brighten a
+    low-contrast picture that the model saw unstretched. Deeper images (CT, 12-16-bit radiographs) keep the
+    min..max stretch: identity would show a 12-bit radiograph at a sixteenth of its range, almost black."""
+    bits = _stored_bits(view)
+    signed = int(view.get("PixelRepresentation") or 0) == 1
+    first = -(2 ** (bits - 1)) if signed else 0
+    ends = apply_modality_lut(np.array([first, first + 2**bits - 1]), view).astype(np.float64)
+    low, high = float(ends.min()), float(ends.max())  # a negative slope still shows higher values brighter
+    if high <= low:
+        return _stretch(values)
+    return np.clip((values.astype(np.float64) - low) / (high - low), 0.0, 1.0)
 
 
 def _apply_window(values: np.ndarray, view: Dataset) -> np.ndarray | None:

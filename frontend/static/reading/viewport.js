@@ -166,6 +166,32 @@ function valueRange(values, image) {
   return { low: Math.min(a, b), high: Math.max(a, b) };
 }
 
+/** The window a frame opens with: the file's first; without one, PS3.3 C.11.2's default, identity, for
+ * values stored in 8 bits or fewer (a stretch would show a low-contrast photograph or PNG-derived radiograph
+ * unlike its source, and unlike what a model reads: inference/runtime/pixels.py does the same); deeper
+ * values are stretched over the frame's own range, as most viewers do (identity would show a 12-bit
+ * radiograph almost black). */
+export function initialWindow(image, values) {
+  if (image.windows.length) return { ...image.windows[0] };
+  if (image.samples_per_pixel === 3 || image.photometric === "PALETTE COLOR") return { center: 127.5, width: 256 };
+  if (image.bits_stored <= 8) return identityWindow(image);
+  const { low, high } = valueRange(values, image);
+  return { center: (low + high) / 2, width: Math.max(high - low, 1) };
+}
+
+/** The LINEAR window that shows every value Bits Stored can hold as it is: for unsigned 8 bits centre 128,
+ * width 256 (not 127.5: LINEAR's "c - 0.5" makes that x + 0.5, one grey too bright once rounded). In
+ * modality units, through the rescale; a negative slope still shows higher modality values brighter. */
+function identityWindow(image) {
+  const bits = image.bits_stored;
+  const first = image.pixel_representation === 1 ? -(2 ** (bits - 1)) : 0;
+  const a = first * image.rescale_slope + image.rescale_intercept;
+  const b = (first + 2 ** bits - 1) * image.rescale_slope + image.rescale_intercept;
+  const low = Math.min(a, b);
+  const high = Math.max(a, b);
+  return { center: (low + high) / 2 + 0.5, width: high - low + 1 };
+}
+
 /** Fill `rgba` (ImageData.data) with one frame. */
 export function renderFrame(values, image, window, rgba, tables) {
   const pixels = image.rows * image.columns;
@@ -498,10 +524,7 @@ export class Viewport extends EventTarget {
   }
 
   _initialWindow(image, values) {
-    if (image.windows.length) return { ...image.windows[0] };
-    if (image.samples_per_pixel === 3 || image.photometric === "PALETTE COLOR") return { center: 127.5, width: 256 };
-    const { low, high } = valueRange(values, image);
-    return { center: (low + high) / 2, width: Math.max(high - low, 1) };
+    return initialWindow(image, values);
   }
 
   // ---- drawing ----

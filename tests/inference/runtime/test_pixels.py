@@ -566,6 +566,32 @@ def test_eight_bit_images_are_read_as_they_are_stored() -> None:
     np.testing.assert_array_equal(display_frame(synthetic(pixels, bits_stored=8)), pixels)
 
 
+def nih_as_plain_dx(shared_data: Path, name: str) -> tuple[Dataset, np.ndarray]:
+    """A real NIH ChestX-ray14 PNG wrapped as a DX with no window, as a PACS import of it would be."""
+    png = np.asarray(Image.open(shared_data / "cxr14" / "small" / name))
+    ds = synthetic(png, bits_stored=8)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+    ds.Modality = "DX"
+    return ds, png
+
+
+@pytest.mark.parametrize("name", ["00005610_000.png", "00001166_000.png"])  # 54..241 and 0..203: not 0..255
+def test_an_8_bit_radiograph_without_a_window_is_shown_as_stored_not_stretched(
+    shared_data: Path, name: str
+) -> None:
+    ds, png = nih_as_plain_dx(shared_data, name)
+    assert "WindowCenter" not in ds and (png.min() > 0 or png.max() < 255)
+    np.testing.assert_array_equal(display_frame(ds), png)
+    np.testing.assert_array_equal(display_frame(ds, voi=False), png)
+
+
+def test_an_8_bit_image_without_a_window_is_identity_through_its_rescale() -> None:
+    pixels = np.arange(40, 200, dtype=np.uint8).reshape(8, 20).repeat(5, axis=0).repeat(2, axis=1)
+    ds = synthetic(pixels, bits_stored=8, RescaleSlope=2, RescaleIntercept=-100)
+    # Identity spans what the stored bits hold (0..255, -100..410 after the rescale), not the frame's range.
+    np.testing.assert_array_equal(display_frame(ds), pixels)
+
+
 # ---- colour -----------------------------------------------------------------------------------------------
 
 
