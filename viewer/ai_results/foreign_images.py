@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from viewer.ai_results.view import MissingImage
+
 
 class PresentImages:
     """Answers "is this image (frame) here?" and remembers every answer that was no."""
@@ -34,11 +36,14 @@ class PresentImages:
         return f"the referenced image ({instance_uid}) is not in the archive"
 
     def notes(self, references: Iterable[tuple[str, int]]) -> str:
-        """One note for several missing references, each named once."""
-        unique = dict.fromkeys(self.note(uid, frame) for uid, frame in references)
-        return "; ".join(unique)
+        """One note for several missing references: a count when there are more than one (a segment over
+        200 slices would otherwise say 200 UIDs; the result lists them once, folded)."""
+        unique = list(dict.fromkeys(self.note(uid, frame) for uid, frame in references))
+        if len(unique) == 1:
+            return unique[0]
+        return f"{len(unique)} referenced images are not in the archive"
 
     @property
-    def problems(self) -> tuple[str, ...]:
-        """One line per missing image (or missing frame of a present image)."""
-        return tuple(self.note(uid, frame or 1) for uid, frame in self._missing)
+    def missing(self) -> tuple[MissingImage, ...]:
+        """Every missing image (or missing frame of a present image), each once, in the order met."""
+        return tuple(MissingImage(uid, frame) for uid, frame in self._missing)

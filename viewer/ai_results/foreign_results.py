@@ -22,6 +22,7 @@ import pydicom
 from pydicom import Dataset
 from pydicom.multival import MultiValue
 
+from viewer.ai_results.algorithm_names import is_address, link, pinned_version, repository_name
 from viewer.ai_results.foreign_images import PresentImages
 from viewer.ai_results.foreign_seg import SEGMENTATION_STORAGE, mask_png, seg_findings
 from viewer.ai_results.foreign_sr import SR_CLASSES, UnsupportedObjectError, sr_content
@@ -78,41 +79,61 @@ def foreign_result(dataset: Dataset, images: Mapping[str, int], mask_url: Callab
         triage=triage,
         created=_created(dataset),
         findings=tuple(findings),
-        problems=(*present.problems, *problems),
+        problems=tuple(problems),
+        missing_images=present.missing,
     )
 
 
 def algorithm_info(dataset: Dataset) -> AlgorithmInfo:
-    """The algorithm as IHE AIR names it; unknown parts say so rather than guess."""
+    """The algorithm as IHE AIR names it; unknown parts say so rather than guess. A repository address
+    where a name or version belongs becomes the repository's name, with the address as ``home_url``."""
     equipment = _algorithm_equipment(dataset)
     observer = _device_observer(dataset)
     segment_algorithm = _segment_algorithm(dataset)
+    names = (
+        equipment.get("ManufacturerModelName"),
+        dataset.get("ManufacturerModelName"),
+        observer.get(DEVICE_MODEL),
+        observer.get(DEVICE_NAME),
+        segment_algorithm.get("AlgorithmName"),
+    )
+    versions = (
+        equipment.get("SoftwareVersions"),
+        dataset.get("SoftwareVersions"),
+        segment_algorithm.get("AlgorithmVersion"),
+    )
     return AlgorithmInfo(
-        name=_first(
-            equipment.get("ManufacturerModelName"),
-            dataset.get("ManufacturerModelName"),
-            observer.get(DEVICE_MODEL),
-            observer.get(DEVICE_NAME),
-            segment_algorithm.get("AlgorithmName"),
-        ),
-        version=_first(
-            equipment.get("SoftwareVersions"),
-            dataset.get("SoftwareVersions"),
-            segment_algorithm.get("AlgorithmVersion"),
-        ),
+        name=_first(*names, address_as=repository_name),
+        version=_first(*versions, address_as=pinned_version),
         vendor=_first(
             equipment.get("Manufacturer"), dataset.get("Manufacturer"), observer.get(DEVICE_MANUFACTURER)
         ),
         device_uid=str(equipment.get("DeviceUID") or observer.get(DEVICE_UID) or "") or None,
         regulatory_status=None,
+        home_url=_home_url(*names, *versions),
     )
 
 
-def _first(*values: object) -> str:
+def _items(value: object) -> list[str]:
+    """A value's non-empty texts: each of a multi-valued attribute, or the one."""
+    values = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+    return [text for text in (str(v).strip() for v in values if v is not None) if text]
+
+
+def _home_url(*values: object) -> str | None:
+    """The first repository address among the values that may be a link (http(s) only)."""
+    links = (link(text) for value in values for text in _items(value) if is_address(text))
+    return next((url for url in links if url), None)
+
+
+def _first(*values: object, address_as: Callable[[str], str] = str) -> str:
+    """The first value that says something, its items joined by "/"; an address item is read through
+    ``address_as`` (its repository name, or the version it pins: "" drops it)."""
     for value in values:
-        text = "/".join(str(v) for v in value) if isinstance(value, MultiValue) else str(value or "")
-        if text.strip():
-            return text.strip()
+        texts = [address_as(text) if is_address(text) else text for text in _items(value)]
+        text = "/".join(text for text in texts if text)
+        if text:
+            return text
     return UNKNOWN
 
 

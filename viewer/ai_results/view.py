@@ -44,6 +44,7 @@ class AlgorithmInfo:
     regulatory_status: str | None = None  # research_use_only | investigational | cleared | None (unknown)
     intended_use: str | None = None
     card_url: str | None = None  # the model card page, for this platform's models
+    home_url: str | None = None  # http(s) only: another vendor's repository, named in its equipment
 
     @property
     def on_trial(self) -> bool:
@@ -72,6 +73,14 @@ class FindingView:
 
 
 @dataclass(frozen=True)
+class MissingImage:
+    """An image (or one frame of a present image) that a result refers to and the archive lacks."""
+
+    instance_uid: str
+    frame: int | None = None  # None: the whole image is missing
+
+
+@dataclass(frozen=True)
 class ResultView:
     id: str  # "platform-<result id>" or "foreign-<SOP Instance UID>"
     source: Source
@@ -82,7 +91,9 @@ class ResultView:
     triage: str | None = None
     created: str | None = None  # ISO date-time
     findings: tuple[FindingView, ...] = ()
-    problems: tuple[str, ...] = field(default_factory=tuple)  # e.g. references to images not in the archive
+    problems: tuple[str, ...] = field(default_factory=tuple)  # e.g. an object that could not be read
+    # listed apart from the problems: a result may refer to hundreds, which the panel folds into one note
+    missing_images: tuple[MissingImage, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -20,6 +20,7 @@ from pydicom.uid import generate_uid
 
 from viewer.ai_results.foreign_results import algorithm_info, foreign_result
 from viewer.ai_results.foreign_seg import BINARY_ALPHA, frame_colour, mask_png
+from viewer.ai_results.view import MissingImage
 
 SEG_FILES = (
     "seg_image_cr_binary.dcm",
@@ -31,6 +32,7 @@ SR_FILES = ("sr_document.dcm", "sr_document_with_multiple_groups.dcm")
 REFERENCED = ("foreign_ai/referenced_cr_16x16", "foreign_ai/referenced_ct_16x16")
 CT_SMALL = "transfer_syntax/pydicom_CT_small.dcm"
 MISSING = "is not in the archive"
+MISSING_SEVERAL = "referenced images are not in the archive"
 IMAGING_MEASUREMENTS = ("DCM", "126010")
 MEASUREMENT_GROUP = ("DCM", "125007")
 FINDING = ("DCM", "121071")
@@ -163,12 +165,20 @@ def test_seg_without_its_images_keeps_findings_with_a_note_and_lists_each_missin
     view = foreign_result(seg, {}, mask_url)
 
     assert [finding.label for finding in view.findings] == [s.SegmentLabel for s in seg.SegmentSequence]
-    for finding in view.findings:
+    for finding, segment in zip(view.findings, seg.SegmentSequence, strict=True):
         assert finding.overlays == ()
-        assert MISSING in finding.note
+        own = {uid for number, uid in sources if number == segment.SegmentNumber}
+        # a segment over several missing images says how many, not every UID (the result lists them)
+        expected = (
+            f"the referenced image ({own.pop()}) {MISSING}"
+            if len(own) == 1
+            else f"{len(own)} {MISSING_SEVERAL}"
+        )
+        assert finding.note == expected
         assert finding.instance_uid in {uid for _, uid in sources}
     missing = dict.fromkeys(uid for _, uid in sources)
-    assert view.problems == tuple(f"the referenced image ({uid}) {MISSING}" for uid in missing)
+    assert view.missing_images == tuple(MissingImage(uid) for uid in missing)
+    assert view.problems == ()
 
 
 def test_seg_algorithm_is_read_from_its_equipment(foreign_dir: Path, images: dict[str, int]) -> None:
@@ -290,7 +300,9 @@ def test_sr_without_its_images_keeps_findings_with_a_note_and_lists_each_missing
         assert finding.overlays == ()
         assert f"the referenced image ({finding.instance_uid}) {MISSING}" in finding.note
     missing = set().union(*map(referenced_uids, groups))
-    assert sorted(view.problems) == sorted(f"the referenced image ({uid}) {MISSING}" for uid in missing)
+    assert sorted(image.instance_uid for image in view.missing_images) == sorted(missing)
+    assert {image.frame for image in view.missing_images} == {None}
+    assert view.problems == ()
 
 
 def _planar_group(
@@ -429,3 +441,41 @@ def test_a_broken_object_is_listed_with_a_problem_not_raised(foreign_dir: Path, 
     view = foreign_result(broken, {}, mask_url)
     assert view.findings == ()
     assert len(view.problems) == 1 and view.problems[0].startswith("not shown: the ")
+
+
+# --- the algorithm's name when the equipment holds a repository address ------------------------------
+
+
+def test_a_git_address_as_model_name_reads_as_the_repository_with_its_version_and_a_link(
+    foreign_dir: Path,
+) -> None:
+    seg = read(foreign_dir, SEG_FILES[1])
+    algorithm = Dataset()
+    algorithm.Manufacturer = "QIICR"
+    algorithm.ManufacturerModelName = "https://github.com/QIICR/dcmqi.git"
+    algorithm.SoftwareVersions = ["https://github.com/QIICR/dcmqi.git", "1.2.5"]
+    algorithm.DeviceUID = generate_uid()
+    seg.ContributingEquipmentSequence = [algorithm]
+    info = algorithm_info(seg)
+    assert (info.name, info.version, info.vendor) == ("dcmqi", "1.2.5", "QIICR")
+    assert info.home_url == "https://github.com/QIICR/dcmqi.git"
+
+
+def test_a_pinned_address_gives_the_version_and_a_hostile_one_no_link(foreign_dir: Path) -> None:
+    seg = read(foreign_dir, SEG_FILES[0])
+    seg.ManufacturerModelName = "git@github.com:QIICR/dcmqi.git"
+    seg.SoftwareVersions = "https://github.com/QIICR/dcmqi.git@v1.2.5"
+    info = algorithm_info(seg)
+    assert (info.name, info.version) == ("dcmqi", "v1.2.5")
+    assert info.home_url == "https://github.com/QIICR/dcmqi.git"
+
+    seg.ManufacturerModelName = "javascript://alert(document.cookie)"
+    seg.SoftwareVersions = "v1"
+    info = algorithm_info(seg)
+    # no repository path to name: the text stays as it is (escaped by the page), and is never a link
+    assert (info.name, info.version, info.home_url) == ("javascript://alert(document.cookie)", "v1", None)
+
+
+def test_plain_equipment_names_have_no_link(foreign_dir: Path, images: dict[str, int]) -> None:
+    seg = read(foreign_dir, SEG_FILES[1])
+    assert foreign_result(seg, images, mask_url).algorithm.home_url is None
