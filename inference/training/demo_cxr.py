@@ -33,15 +33,25 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from inference.manifest import MANIFEST_NAME
 from inference.models.chexnet import LABELS
 from inference.training.demo_cxr_card import model_card
 from inference.training.demo_cxr_data import load_dataset, split_by_patient, split_summary
-from inference.training.demo_cxr_metrics import auroc, evaluate, operating_points
+from inference.training.demo_cxr_metrics import (
+    TRIAGE_RULE_TEXT,
+    auroc,
+    calibrated,
+    evaluate,
+    operating_points,
+    triage_rules,
+    triage_shares,
+)
 from inference.training.demo_cxr_package import (
     CARD_NAME,
+    FINDINGS,
     METRICS_NAME,
     PACKAGE_ID,
     VERSION,
@@ -106,6 +116,9 @@ def run(recipe: Recipe, data_dir: Path, out: Path, threshold_folds: int, log: Lo
         "outputs": evaluate(
             recipe, test_scores, (data.labels[test_rows], data.reference[test_rows]), thresholds
         ),
+        "triage": triage_summary(
+            recipe, (calibrated(scores[:, columns], calibration), labels[:, columns]), thresholds, test_scores
+        ),
         "threshold_folds": threshold_folds,
         "training_split_cross_validated_auroc": cross_validated,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
@@ -128,6 +141,24 @@ def run(recipe: Recipe, data_dir: Path, out: Path, threshold_folds: int, log: Lo
     (out / CARD_NAME).write_text(model_card(recipe, metrics, manifest))
     log(f"package written in {metrics['wall_seconds']:.0f} s")
     return metrics
+
+
+def triage_summary(
+    recipe: Recipe, validation: tuple[np.ndarray, np.ndarray], thresholds: np.ndarray, test_scores: np.ndarray
+) -> dict[str, Any]:
+    """The triage rules by the stated rule, on the same validation scores as the thresholds, and the share
+    of studies each level flags there and on the held-out split: so a reader can tell a flag's rate is by
+    design."""
+    outputs = list(recipe.outputs)
+    levels = {label: level for label in outputs if (level := FINDINGS[label].triage)}
+    rules = triage_rules(outputs, levels, validation, thresholds)
+    return {
+        "rule": TRIAGE_RULE_TEXT,
+        "rules": rules,
+        "validation_images": len(validation[0]),
+        "validation_share": triage_shares(outputs, rules, validation[0]),
+        "test_share": triage_shares(outputs, rules, test_scores),
+    }
 
 
 def _rounded(value: float | None) -> float | None:

@@ -28,7 +28,6 @@ def model_card(recipe: Recipe, metrics: dict[str, Any], manifest: Manifest) -> s
         for output in manifest.outputs
         if output.code
     )
-    triage = ", ".join(f"{rule.label} raises a study to {rule.priority.value}" for rule in manifest.triage)
     return CARD_TEMPLATE.format(
         version=VERSION,
         outputs=", ".join(FINDINGS[label].display_name for label in recipe.outputs),
@@ -60,7 +59,7 @@ def model_card(recipe: Recipe, metrics: dict[str, Any], manifest: Manifest) -> s
         table="\n".join(rows),
         threshold_method=metrics["threshold_method"],
         codes=codes or "none",
-        triage=triage or "none",
+        triage=_triage_text(metrics["triage"]),
         wall_minutes=metrics["wall_seconds"] / 60,
         threads=environment["torch_threads"],
         cpus=environment["cpu_count"],
@@ -107,6 +106,27 @@ def _weak_text(results: list[dict[str, Any]]) -> str:
         "The outputs were fixed before the held-out split was looked at, and choosing them by their "
         "held-out results would make that split a selection set, so they stay: treat their flags and "
         "heatmaps as noise. "
+    )
+
+
+def _triage_text(triage: dict[str, Any]) -> str:
+    """The rule in words, each rule's bar, and the share of studies each level flags: a reader can then
+    tell whether a flag's rate is by design."""
+    rules = "; ".join(
+        f"{FINDINGS[rule['label']].display_name} raises a study to {rule['priority']} at probability >= "
+        f"{rule['min_probability']:.4f} (validation sensitivity {_number(rule['validation_sensitivity'])}, "
+        f"specificity {_number(rule['validation_specificity'])})"
+        for rule in triage["rules"]
+    )
+
+    def shares(share: dict[str, float]) -> str:
+        return ", ".join(f"{level} {100 * value:.1f}%" for level, value in share.items())
+
+    return (
+        f"{triage['rule']}. Rules: {rules or 'none'}. Share of studies at each level on the "
+        f"{triage['validation_images']} validation images (the scores the thresholds were chosen on): "
+        f"{shares(triage['validation_share'])}; on the held-out split: {shares(triage['test_share'])}. "
+        "The set is enriched for findings, so a hospital's worklist would see fewer flags"
     )
 
 
@@ -193,7 +213,9 @@ is in a set enriched like this one, not in a hospital's population, and the thre
 demonstration's: taken from a few dozen positives.
 
 ## Codes and triage
-Codes: {codes}; the other outputs carry no code. Triage: {triage}.
+Codes: {codes}; the other outputs carry no code.
+
+Triage: {triage}.
 
 ## Limitations
 - Tiny data: {train} training images, a few dozen positives per finding; the model has learnt coarse

@@ -81,11 +81,15 @@ def operating_points(scores: np.ndarray, truth: np.ndarray) -> tuple[list[tuple[
     reader. Calibrated on the training split, a probability means something for images like these.
     """
     calibration = [platt_scaling(scores[:, i], truth[:, i]) for i in range(scores.shape[1])]
-    thresholds = [
-        youden_threshold(expit(a * logit(np.clip(scores[:, i], 1e-6, 1 - 1e-6)) + c), truth[:, i])
-        for i, (a, c) in enumerate(calibration)
-    ]
+    probabilities = calibrated(scores, calibration)
+    thresholds = [youden_threshold(probabilities[:, i], truth[:, i]) for i in range(scores.shape[1])]
     return calibration, np.array(thresholds)
+
+
+def calibrated(scores: np.ndarray, calibration: list[tuple[float, float]]) -> np.ndarray:
+    """The probabilities the shipped model gives for these scores: each column's Platt fit applied."""
+    z = logit(np.clip(scores, 1e-6, 1 - 1e-6))
+    return np.stack([expit(a * z[:, i] + c) for i, (a, c) in enumerate(calibration)], axis=1)
 
 
 def evaluate(
@@ -122,3 +126,71 @@ def evaluate(
 
 def _rate(hits: np.ndarray) -> float | None:
     return round(float(hits.mean()), 3) if len(hits) else None
+
+
+# The stated triage rule. A level is a specificity on validation data: among studies without the finding,
+# at most 1 in 20 (urgent) or 1 in 10 (priority) is raised. Youden's cut, which decides a positive finding,
+# flagged about a third of this enriched set, which reorders nothing; a flag earns its place on top of a
+# worklist only if it is rare among studies that do not need it.
+TRIAGE_SPECIFICITY = {"urgent": 0.95, "priority": 0.90}
+TRIAGE_LEVELS = ("urgent", "priority")  # highest first; a study no rule raises is routine
+TRIAGE_RULE_TEXT = (
+    "each triage rule fires at the lowest probability that keeps specificity at or above "
+    + " / ".join(f"{TRIAGE_SPECIFICITY[level]:.2f} ({level})" for level in TRIAGE_LEVELS)
+    + " on the validation scores, and never below the output's own threshold, so a flag always comes "
+    "with a positive finding; a study no rule raises is routine"
+)
+
+
+def specificity_threshold(scores: np.ndarray, truth: np.ndarray, specificity: float) -> float:
+    """The lowest probability cut at which at least ``specificity`` of the negatives score below it,
+    midway between two neighbouring scores (as for Youden) so it does not sit on one image's value."""
+    negatives = np.sort(scores[truth <= 0])
+    if len(negatives) == 0:
+        return 0.5
+    candidates = np.unique(scores)
+    cuts = np.concatenate([(candidates[:-1] + candidates[1:]) / 2, [(candidates[-1] + 1.0) / 2]])
+    kept = (negatives[None, :] < cuts[:, None]).mean(axis=1) >= specificity
+    return min(max(float(cuts[int(np.argmax(kept))]), 1e-4), 1.0 - 1e-4)
+
+
+def triage_rules(
+    outputs: list[str],
+    levels: dict[str, str],
+    validation: tuple[np.ndarray, np.ndarray],
+    thresholds: np.ndarray,
+) -> list[dict[str, Any]]:
+    """Per output with a triage level: its bar by the stated rule, and what that bar gives on validation.
+
+    ``validation`` is (calibrated probabilities, truth), one column per output, in ``outputs`` order."""
+    scores, truth = validation
+    rules = []
+    for index, label in enumerate(outputs):
+        if label not in levels:
+            continue
+        column, positive = scores[:, index], truth[:, index] > 0
+        level = levels[label]
+        at_specificity = specificity_threshold(column, truth[:, index], TRIAGE_SPECIFICITY[level])
+        bar = max(at_specificity, float(thresholds[index]))
+        raised = column >= bar
+        rules.append(
+            {
+                "label": label,
+                "priority": level,
+                "min_probability": round(float(bar), 4),
+                "validation_sensitivity": _rate(raised[positive]),
+                "validation_specificity": _rate(~raised[~positive]),
+            }
+        )
+    return rules
+
+
+def triage_shares(outputs: list[str], rules: list[dict[str, Any]], scores: np.ndarray) -> dict[str, float]:
+    """The share of studies at each level (urgent, priority, routine) when the rules run on ``scores``:
+    each study takes the highest level any rule raises, as the platform's predictor does."""
+    rank = np.full(len(scores), len(TRIAGE_LEVELS))  # routine unless a rule raises it
+    for rule in rules:
+        raised = scores[:, outputs.index(rule["label"])] >= rule["min_probability"]
+        rank = np.where(raised, np.minimum(rank, TRIAGE_LEVELS.index(rule["priority"])), rank)
+    names = (*TRIAGE_LEVELS, "routine")
+    return {name: round(float((rank == i).mean()), 3) if len(rank) else 0.0 for i, name in enumerate(names)}

@@ -28,7 +28,9 @@ class Finding:
 
     display_name: str
     snomed: tuple[str, str] | None = None  # (code, meaning), only codes checked against SNOMED CT
-    triage: str | None = None  # urgent / priority, for outputs that should reorder a worklist
+    # urgent / priority, for outputs that should reorder a worklist; the bar comes from the stated rule
+    # (demo_cxr_metrics.TRIAGE_SPECIFICITY) on validation data, not from here
+    triage: str | None = None
 
 
 FINDINGS = {
@@ -57,7 +59,7 @@ def device_uid(weights_sha256: str) -> str:
 def build_manifest(recipe: Recipe, metrics: dict[str, Any]) -> Manifest:
     """The manifest, validated by the platform's own rules before it is written."""
     split = metrics["split"]
-    outputs, claims, triage = [], [], []
+    outputs, claims = [], []
     for result in metrics["outputs"]:
         label, finding = result["label"], FINDINGS[result["label"]]
         output: dict[str, Any] = {
@@ -69,8 +71,6 @@ def build_manifest(recipe: Recipe, metrics: dict[str, Any]) -> Manifest:
             value, meaning = finding.snomed
             output["code"] = {"value": value, "scheme": "SCT", "meaning": meaning}
         outputs.append(output)
-        if finding.triage:
-            triage.append({"label": label, "priority": finding.triage})
         if result["auroc"] is not None:
             low, high = result["auroc_ci95"]
             claims.append(
@@ -118,7 +118,10 @@ def build_manifest(recipe: Recipe, metrics: dict[str, Any]) -> Manifest:
             ),
             "performance_claims": claims,
             "outputs": outputs,
-            "triage": triage,
+            "triage": [
+                {key: rule[key] for key in ("label", "priority", "min_probability")}
+                for rule in metrics["triage"]["rules"]
+            ],
             "selectors": [
                 {"keyword": "Modality", "values": ["CR", "DX"]},
                 {"keyword": "BodyPartExamined", "values": ["CHEST"]},

@@ -21,6 +21,7 @@ from inference.runtime.loader import load_model
 from inference.runtime.transform import to_model_input
 from inference.training import demo_cxr
 from inference.training.demo_cxr_data import split_by_patient
+from inference.training.demo_cxr_metrics import TRIAGE_RULE_TEXT
 from inference.training.demo_cxr_package import CARD_NAME, METRICS_NAME, MODULE, WEIGHTS_NAME, device_uid
 from inference.training.demo_cxr_recipe import Recipe
 from openaim.settings import REPO_ROOT
@@ -138,6 +139,25 @@ def test_a_small_run_writes_a_loadable_package_and_repeats_byte_for_byte(
     with torch.inference_mode():
         assert model(torch.zeros(1, 1, 32, 32)).shape == (1, len(Recipe().outputs))
     assert json.loads((first / METRICS_NAME).read_text())["split"]["total_images"] == 24
+    _assert_triage_is_by_a_stated_rule(first)
+
+
+def _assert_triage_is_by_a_stated_rule(package: Path) -> None:
+    """Each triage rule's bar is the one the stated rule chose on validation data, and the card states the
+    rule and the share of studies each level flags, so a reader can tell a flag's rate is by design."""
+    triage = json.loads((package / METRICS_NAME).read_text())["triage"]
+    manifest = load_manifest(package)
+    assert (
+        [(rule.label, rule.priority.value, rule.min_probability) for rule in manifest.triage]
+        == [(rule["label"], rule["priority"], rule["min_probability"]) for rule in triage["rules"]]
+        == [("Effusion", "priority", triage["rules"][0]["min_probability"])]
+    )
+    for share in (triage["validation_share"], triage["test_share"]):
+        assert set(share) == {"urgent", "priority", "routine"}
+        assert sum(share.values()) == pytest.approx(1, abs=0.002)
+    card = (package / CARD_NAME).read_text()
+    assert TRIAGE_RULE_TEXT in card.replace("\n", " ")
+    assert f"priority {100 * triage['validation_share']['priority']:.1f}%" in card
 
 
 def _sha256(path: Path) -> str:
