@@ -270,6 +270,10 @@ export class Viewport extends EventTarget {
     this.overlayOpacity = 0.5;
     this.highlighted = null;
     this.overlayImages = new Map();
+    this.overlayPlanes = new Map(); // SOP Instance UID -> its overlay planes (60xx), see overlay_planes.py
+    this.planeImages = new Map(); // PNG URL -> Image
+    // On by default: an outline or marker stored as an overlay plane is part of the image the reader must see.
+    this.planesShown = true;
     this.timing = { first_image_ms: null, all_loaded_ms: null };
     this.drawn = null;
     this._listen();
@@ -313,6 +317,7 @@ export class Viewport extends EventTarget {
     const given = first && first.series_uid === seriesUid ? first : null;
     const quick = given || (await describe("?first=true").catch(() => null)) || (await describe(""));
     this._useDescription(quick);
+    this._loadOverlayPlanes(seriesUid, signal); // not awaited: the first image comes first
     await this.show(0); // the rest of the description only then: its work on the server would delay this frame
     if (!quick.complete) this._takeRest(await describe(""));
     await this._loadSeriesBulk(signal).catch((error) => {
@@ -327,6 +332,8 @@ export class Viewport extends EventTarget {
     this.frames = new Map();
     this.pending = new Map();
     this.tables = {};
+    this.overlayPlanes = new Map();
+    this.planeImages = new Map();
     this.index = 0;
     this._window = null;
     this.timing = { first_image_ms: null, all_loaded_ms: null };
@@ -457,6 +464,39 @@ export class Viewport extends EventTarget {
     this._draw();
   }
 
+  // ---- overlay planes (60xx, stored in the image's own file) ----
+
+  toggleOverlayPlanes() {
+    this.planesShown = !this.planesShown;
+    this._writeInfo();
+    this._draw();
+  }
+
+  /** Which instances and frames carry planes: one request per series, answered after the first image. */
+  async _loadOverlayPlanes(seriesUid, signal) {
+    const url = `/api/studies/${this.studyUid}/series/${seriesUid}/overlay-planes`;
+    try {
+      const response = await fetch(url, { signal, headers: { Accept: "application/json" } });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const planes = await response.json();
+      if (!this.series || this.series.series_uid !== seriesUid) return; // another series meanwhile
+      this.overlayPlanes = new Map(Object.entries(planes));
+      this._writeInfo();
+      this._draw();
+    } catch (error) {
+      if (error.name !== "AbortError") console.warn(`overlay planes: ${error.message}`);
+    }
+  }
+
+  /** The planes over one frame: [{group, url, ...}]. */
+  _planesOf(slice) {
+    const planes = (slice && this.overlayPlanes.get(slice.image.instance_uid)) || [];
+    const base = `/api/studies/${this.studyUid}/series/${this.series.series_uid}/instances/${slice && slice.image.instance_uid}`;
+    return planes
+      .filter((plane) => plane.frames.includes(slice.frame))
+      .map((plane) => ({ ...plane, url: `${base}/overlays/${plane.group}/${slice.frame}.png` }));
+  }
+
   // ---- loading ----
 
   async _load(slice, signal) {
@@ -569,10 +609,31 @@ export class Viewport extends EventTarget {
     ctx.imageSmoothingEnabled = this.view.zoom < 1;
     ctx.setTransform(this.view.zoom, 0, 0, this.view.zoom, this.view.x, this.view.y);
     ctx.drawImage(this.offscreen, 0, 0);
+    this._drawOverlayPlanes(slice);
     this._drawOverlays(slice);
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     this._setInfo("window", `C ${round(this._window.center)} / W ${round(this._window.width)}`);
     this._setInfo("zoom", `Zoom ${Math.round(this.view.zoom * 100)}%`);
+  }
+
+  /** Each plane's PNG is the image's size (origin applied on the server): drawn over the image, crisp. */
+  _drawOverlayPlanes(slice) {
+    if (!this.planesShown) return;
+    const ctx = this.context;
+    for (const plane of this._planesOf(slice)) {
+      let picture = this.planeImages.get(plane.url);
+      if (!picture) {
+        picture = new Image();
+        picture.addEventListener("load", () => this._draw());
+        picture.src = plane.url;
+        this.planeImages.set(plane.url, picture);
+      }
+      if (!picture.complete || !picture.naturalWidth) continue;
+      ctx.save();
+      ctx.imageSmoothingEnabled = false;
+      ctx.drawImage(picture, 0, 0, slice.image.columns, slice.image.rows);
+      ctx.restore();
+    }
   }
 
   _drawOverlays(slice) {
@@ -658,6 +719,9 @@ export class Viewport extends EventTarget {
     const slice = this.current;
     const frameText = slice && slice.image.frames > 1 ? ` (frame ${slice.frame}/${slice.image.frames})` : "";
     this._setInfo("slice", slice ? `Image ${this.index + 1}/${this.slices.length}${frameText}` : "");
+    const planes = slice ? this._planesOf(slice).length : 0;
+    const planesText = planes === 1 ? "Overlay" : `Overlays ${planes}`;
+    this._setInfo("overlay_planes", planes ? `${planesText}${this.planesShown ? "" : " (hidden, G shows)"}` : "");
   }
 
   _status(text) {
@@ -725,6 +789,7 @@ export class Viewport extends EventTarget {
       "=": () => this.zoomBy(ZOOM_STEP),
       "-": () => this.zoomBy(1 / ZOOM_STEP),
       f: () => this.fit(),
+      g: () => this.toggleOverlayPlanes(),
       o: () => this.oneToOne(),
       r: () => this.reset(),
     };

@@ -19,7 +19,7 @@ MR = "dicom/transfer_syntax/pydicom_MR_small.dcm"  # 64 x 64, one frame
 MULTI_FRAME_MR = "dicom/transfer_syntax/emri_small.dcm"  # 64 x 64, 10 frames
 
 
-def _add_plane(
+def add_plane(
     ds: pydicom.Dataset, group: int, bits: np.ndarray, origin: tuple[int, int], first: int = 1
 ) -> None:
     """An overlay plane as a modality writes it: 1-bit packed, origin 1-based (row, column)."""
@@ -54,7 +54,7 @@ def test_a_single_frame_plane_is_described_and_drawn_at_its_origin(
     ds = relabelled(shared_data / MR, "overlay single frame")
     bits = np.zeros((10, 16), dtype=np.uint8)
     bits[0, :] = bits[-1, :] = bits[:, 0] = bits[:, -1] = 1  # a box outline
-    _add_plane(ds, 0x6002, bits, origin=(5, 60))  # runs past the right edge: clipped
+    add_plane(ds, 0x6002, bits, origin=(5, 60))  # runs past the right edge: clipped
     store(orthanc, [ds])
 
     described = radiologist.get(
@@ -86,7 +86,7 @@ def test_a_multi_frame_plane_covers_its_frames_only(
     bits = np.zeros((2, 8, 8), dtype=np.uint8)
     bits[0, 2, 3] = 1
     bits[1, 6, 1] = 1
-    _add_plane(ds, 0x6000, bits, origin=(1, 1), first=4)  # image frames 4 and 5
+    add_plane(ds, 0x6000, bits, origin=(1, 1), first=4)  # image frames 4 and 5
     store(orthanc, [ds])
 
     described = radiologist.get(
