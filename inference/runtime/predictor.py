@@ -106,7 +106,11 @@ class Predictor:
 
 
 def triage_priority(manifest: Manifest, findings: list[FindingPrediction]) -> Priority | None:
-    """The highest priority any triage rule raises; a rule without its own bar uses the output's threshold."""
+    """The highest priority any triage rule raises; a rule without its own bar uses the output's threshold.
+
+    A model with triage rules that raised none says routine: it looked and found nothing to hurry for, which
+    a reader must tell from a study no model has triaged (None: no rules, or no result yet).
+    """
     by_label = {finding.label: finding for finding in findings}
     raised = {
         rule.priority
@@ -114,4 +118,6 @@ def triage_priority(manifest: Manifest, findings: list[FindingPrediction]) -> Pr
         if rule.label in by_label
         and by_label[rule.label].probability >= (rule.min_probability or by_label[rule.label].threshold)
     }
-    return next((priority for priority in PRIORITY_ORDER if priority in raised), None)
+    if not manifest.triage:
+        return None
+    return next((priority for priority in PRIORITY_ORDER if priority in raised), Priority.ROUTINE)

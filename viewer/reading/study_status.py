@@ -37,6 +37,14 @@ class Triage(StrEnum):
         """Sort key: urgent first."""
         return list(Triage).index(self)
 
+    @property
+    def icon(self) -> str:
+        """A shape per level beside its word and colour, so a colour-blind reader tells them apart too."""
+        return _TRIAGE_ICONS[self]
+
+
+_TRIAGE_ICONS = {Triage.URGENT: "!!", Triage.PRIORITY: "!", Triage.ROUTINE: "-", Triage.NONE: ""}
+
 
 _TRIAGE_BY_VALUE = {flag.value: flag for flag in Triage}
 

@@ -67,7 +67,7 @@ def test_a_batch_gives_the_same_answers_as_one_by_one(manifest: Manifest) -> Non
     single = [predictor.predict([image])[0] for image in images]
     for one, other in zip(batched, single, strict=True):
         assert [f.probability for f in one.findings] == pytest.approx([f.probability for f in other.findings])
-    assert batched[1].triage is None  # a dark image: nothing positive
+    assert batched[1].triage is Priority.ROUTINE  # a dark image: nothing positive, so no rule raised it
 
 
 def test_a_triage_rule_with_its_own_bar_overrides_the_threshold(manifest: Manifest) -> None:
@@ -84,6 +84,16 @@ def test_a_triage_rule_with_its_own_bar_overrides_the_threshold(manifest: Manife
     assert triage_priority(strict, findings) is Priority.PRIORITY
     findings[1] = FindingPrediction("Pneumothorax", 0.95, 0.3, True, None, [])
     assert triage_priority(strict, findings) is Priority.URGENT
+
+
+def test_routine_when_rules_raise_nothing_and_no_level_without_rules(manifest: Manifest) -> None:
+    quiet = [
+        FindingPrediction("Effusion", 0.1, 0.4, False, None, []),
+        FindingPrediction("Pneumothorax", 0.1, 0.3, False, None, []),
+    ]
+    assert triage_priority(manifest, quiet) is Priority.ROUTINE  # the model looked: the worklist says so
+    without_rules = Manifest.model_validate({**manifest.model_dump(mode="json"), "triage": []})
+    assert triage_priority(without_rules, quiet) is None  # a model that does not triage says nothing
 
 
 def test_bf16_autocast_stays_close_to_fp32(manifest: Manifest) -> None:
