@@ -25,7 +25,9 @@ class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
-    FAILED = "failed"  # kept failing (transient errors exhausted the retries); reason says why
+    # kept failing (transient errors exhausted the retries), or failed in a way that would repeat (its
+    # SR/SEG cannot be built): reason says why
+    FAILED = "failed"
     NOT_APPLICABLE = "not_applicable"  # the input cannot be read by this model; reason says why
 
 

@@ -55,6 +55,13 @@ class Written:
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, for the service's timings
 
 
+class ResultNotBuildable(Exception):
+    """The SR or SEG cannot be made from this result. Building is deterministic (same source, same findings,
+    same UIDs), so a retry fails the same way: the job ends failed at once, with this reason, instead of
+    spending its attempts and the reader's wait on it. Transient trouble (the archive, a writer process that
+    died) stays ``ArchiveUnavailable``."""
+
+
 def without_pixels(source: Dataset) -> Dataset:
     attributes = Dataset({element.tag: element for element in source if element.tag != PIXEL_DATA})
     attributes.file_meta = source.file_meta
@@ -127,29 +134,43 @@ def _ready() -> bool:
 def write(result: ResultToWrite) -> Written:
     """Build the SEG (when a finding has a heatmap) and the SR that references it, and store both."""
     seconds: dict[str, float] = {}
-    with _timed(seconds, "SEG"):
-        seg = build_seg(
-            result.source,
-            result.findings,
-            result.algorithm,
-            sop_instance_uid=result.uids.seg,
-            series_instance_uid=result.uids.seg_series,
-            frame=result.frame,
-        )
-    with _timed(seconds, "SR"):
-        sr = build_sr(
-            result.source,
-            result.findings,
-            result.triage,
-            result.algorithm,
-            sop_instance_uid=result.uids.sr,
-            series_instance_uid=result.uids.sr_series,
-            frame=result.frame,
-            seg=seg,
-        )
+    seg, sr = _build(result, seconds)
     with _timed(seconds, "STOW-RS"):
         _worker["archive"].store([sr] if seg is None else [sr, seg])
     return Written(seg_stored=seg is not None, seconds=seconds)
+
+
+def _build(result: ResultToWrite, seconds: dict[str, float]) -> tuple[Dataset | None, Dataset]:
+    """The SEG (None when no finding has a heatmap) and the SR; any failure here will repeat."""
+    stage = "SEG"
+    try:
+        with _timed(seconds, stage):
+            seg = build_seg(
+                result.source,
+                result.findings,
+                result.algorithm,
+                sop_instance_uid=result.uids.seg,
+                series_instance_uid=result.uids.seg_series,
+                frame=result.frame,
+            )
+        stage = "SR"
+        with _timed(seconds, stage):
+            sr = build_sr(
+                result.source,
+                result.findings,
+                result.triage,
+                result.algorithm,
+                sop_instance_uid=result.uids.sr,
+                series_instance_uid=result.uids.sr_series,
+                frame=result.frame,
+                seg=seg,
+            )
+    except Exception as error:
+        # the message only: the exception crosses back to the service pickled, and must stay picklable
+        raise ResultNotBuildable(
+            f"the {stage} could not be built: {error.__class__.__name__}: {error}"
+        ) from error
+    return seg, sr
 
 
 @contextmanager

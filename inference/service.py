@@ -3,7 +3,8 @@
 One loop, three steps: ``poll`` (new stable studies become jobs), ``claim`` (due jobs, with a lease), and
 ``run`` (fetch, decode, predict as one batch per model version, write SR + SEG to Orthanc, results to the
 database). Errors are sorted by what they mean: an image a model cannot read ends the job ``not_applicable``
-with the reason; an archive that does not answer is retried with back-off; anything else is retried too and,
+with the reason; an SR or SEG that cannot be built (it would fail again) ends ``failed`` at once
+with its reason; an archive that does not answer is retried with back-off; anything else is retried too and,
 if it keeps happening, ends ``failed`` with its reason. One job's failure never stops the others.
 """
 
@@ -36,7 +37,7 @@ from inference.dicom_results.finding import FindingResult
 from inference.dicom_results.uids import ResultUids
 from inference.jobs import ClaimedJob, JobState
 from inference.package import ModelPackage
-from inference.result_writer import ResultToWrite, ResultWriters, without_pixels
+from inference.result_writer import ResultNotBuildable, ResultToWrite, ResultWriters, without_pixels
 from inference.results import Finding, InferenceResult
 from inference.router import Candidate
 from inference.runtime.pixels import (
@@ -269,6 +270,8 @@ class InferenceService:
                 self.timings.add(stage, seconds)
             with self.timings.measure("job done + audit"):
                 self._done(version, item, prediction, seg_stored=written.seg_stored)
+        except ResultNotBuildable as error:
+            self._end(item.job, JobState.FAILED, str(error))  # it would fail the same way every attempt
         except ArchiveUnavailable as error:
             self._retry(item.job, str(error))
         except Exception as error:

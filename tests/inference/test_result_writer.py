@@ -22,7 +22,13 @@ from inference.archive import ArchiveUnavailable
 from inference.dicom_results import Algorithm
 from inference.dicom_results.uids import ResultUids
 from inference.manifest import Manifest
-from inference.result_writer import ORPHAN_CHECK_SECONDS, ResultToWrite, ResultWriters, without_pixels
+from inference.result_writer import (
+    ORPHAN_CHECK_SECONDS,
+    ResultNotBuildable,
+    ResultToWrite,
+    ResultWriters,
+    without_pixels,
+)
 from orthanc import OrthancConnection, OrthancServer
 from orthanc.launcher import free_port
 from tests.inference import studies
@@ -85,6 +91,21 @@ def test_a_worker_stores_the_sr_and_the_seg_of_a_result(
     sr = hd.sr.Comprehensive3DSR.from_dataset(stored(orthanc, result.uids.sr))
     assert sr.StudyInstanceUID == source.StudyInstanceUID
     assert sr.SeriesInstanceUID == result.uids.sr_series
+
+
+# A well-formed UID that names no SOP class highdicom knows: building its SR fails the same way every time
+UNKNOWN_SOP_CLASS = "1.2.826.0.1.3680043.10.1234.99.1"
+
+
+def test_a_result_that_cannot_be_built_is_refused_for_good_not_retryably(
+    writers: ResultWriters, shared_data: Path
+) -> None:
+    source = studies.renewed(studies.chest_xray(shared_data))
+    source.SOPClassUID = source.file_meta.MediaStorageSOPClassUID = UNKNOWN_SOP_CLASS
+
+    with pytest.raises(ResultNotBuildable, match=r"could not be built: KeyError") as refused:
+        writers.write(result_for(source))
+    assert not isinstance(refused.value, ArchiveUnavailable)  # the service must not retry it
 
 
 @contextmanager

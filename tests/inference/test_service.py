@@ -194,6 +194,22 @@ def test_an_archive_outage_is_retried_and_nothing_is_lost(platform: Platform, sh
     assert (job.state, job.attempts) == (JobState.DONE, 2)
 
 
+def test_a_result_that_cannot_be_built_fails_at_once_with_its_reason(
+    platform: Platform, shared_data: Path
+) -> None:
+    """Building the SR/SEG is deterministic: retrying it only delays the failure (it took five attempts)."""
+    image = studies.renewed(studies.chest_xray(shared_data, 9))
+    # well formed, but no SOP class highdicom knows: the SR cannot be built, now or on any retry
+    image.SOPClassUID = image.file_meta.MediaStorageSOPClassUID = "1.2.826.0.1.3680043.10.1234.99.1"
+    studies.store(platform.orthanc, image)
+
+    platform.run_until_idle()
+
+    job = platform.job_for(image.SeriesInstanceUID)
+    assert (job.state, job.attempts) == (JobState.FAILED, 1)  # the fixture allows 2
+    assert "could not be built: KeyError" in (job.reason or ""), job.reason
+
+
 def _instance(orthanc: OrthancConnection, sop_instance_uid: str) -> pydicom.Dataset:
     with orthanc.client() as client:
         [match] = client.post("/tools/lookup", content=sop_instance_uid).json()
