@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from inference import catalog
 from inference.catalog import Mode, ModelVersion
+from inference.jobs import Job, JobState
 from inference.results import Finding, InferenceResult
 from viewer.ai_results.view import AlgorithmInfo, FindingView, Overlay, ResultView
 
@@ -25,7 +26,28 @@ def clinical_results(db: Session, study_uid: str) -> list[tuple[InferenceResult,
 
 
 def platform_results(db: Session, study_uid: str) -> list[ResultView]:
-    return [_view(result, version) for result, version in clinical_results(db, study_uid)]
+    results = clinical_results(db, study_uid)
+    jobs = _jobs(db, [result.job_id for result, _ in results])
+    return [_view(result, version, jobs.get(result.job_id)) for result, version in results]
+
+
+def _jobs(db: Session, job_ids: list[int]) -> dict[int, Job]:
+    return {job.id: job for job in db.scalars(select(Job).where(Job.id.in_(job_ids)))}
+
+
+def _archive_record(result: InferenceResult, job: Job | None) -> tuple[str, tuple[str, ...]]:
+    """What of the result is in the archive, and the problem when it is not there.
+
+    The row is saved as soon as the model has spoken, before its SR and SEG are built and stored, with the
+    UIDs they will have; the job is done only once both are stored. So a row alone does not prove the
+    archive holds them: the job's state says.
+    """
+    if job is not None and job.state == JobState.DONE.value:
+        return ("TID 1500 SR + SEG" if result.seg_uid else "TID 1500 SR"), ()
+    if job is not None and job.state == JobState.FAILED.value:
+        reason = job.reason or "no reason recorded"
+        return "no SR or SEG in the archive", (f"Its SR and SEG are not in the archive: {reason}",)
+    return "SR and SEG not stored yet", ()
 
 
 def algorithm_of(version: ModelVersion) -> AlgorithmInfo:
@@ -41,19 +63,21 @@ def algorithm_of(version: ModelVersion) -> AlgorithmInfo:
     )
 
 
-def _view(result: InferenceResult, version: ModelVersion) -> ResultView:
+def _view(result: InferenceResult, version: ModelVersion, job: Job | None) -> ResultView:
     # Positive findings first, most probable first: what the reader must look at leads the list.
     findings = sorted(result.findings, key=lambda finding: (not finding.positive, -finding.probability))
+    kind, problems = _archive_record(result, job)
     return ResultView(
         id=f"platform-{result.id}",
         source="platform",
         algorithm=algorithm_of(version),
         series_uid=result.series_uid,
         object_uid=result.sr_uid,
-        kind="TID 1500 SR + SEG" if result.seg_uid else "TID 1500 SR",
+        kind=kind,
         triage=result.triage,
         created=result.created_at.isoformat(timespec="seconds"),
         findings=tuple(_finding(finding, result.sop_instance_uid) for finding in findings),
+        problems=problems,
     )
 
 
