@@ -99,8 +99,15 @@ def open_series(page: Page, viewer_url: str, ds: pydicom.Dataset) -> None:
 
 
 def read_all(shared_data: Path, folder: str) -> list[pydicom.Dataset]:
+    """The series in display order: ascending along the slice normal (viewer/reading/slice_order.py)."""
     files = [pydicom.dcmread(path) for path in sorted((shared_data / DICOM / folder).glob("*.dcm"))]
-    return sorted(files, key=lambda ds: int(ds.InstanceNumber))
+
+    def distance(ds: pydicom.Dataset) -> float:
+        orientation = np.array(ds.ImageOrientationPatient, dtype=float)
+        normal = np.cross(orientation[:3], orientation[3:])
+        return float(np.dot(normal, np.array(ds.ImagePositionPatient, dtype=float)))
+
+    return sorted(files, key=distance)
 
 
 def test_window_drag_changes_grey_values_as_the_window_formula_says(

@@ -44,6 +44,10 @@ class IndexedInstance:
     series_uid: str
     number: int | None  # InstanceNumber
     frames: int
+    # Image Position and Orientation (Patient) as the index holds them (backslash-separated; "" when absent):
+    # enough to put slices in anatomical order without reading the files
+    position: str = ""
+    orientation: str = ""
 
 
 class Archive:
@@ -139,7 +143,7 @@ class Archive:
         """The instances of a study (or of one of its series) from Orthanc's index, through its REST API.
 
         QIDO-RS at instance level reads every file: 250-500 ms for a 200-slice CT, where the index answers
-        in ~5 ms. Only what the index holds comes back: UIDs, instance numbers, frame counts.
+        in ~5 ms. Only what the index holds comes back: UIDs, instance numbers, frame counts, slice geometry.
         """
         study_id = await self._orthanc_id(study_uid, "Study")
         if study_id is None:
@@ -237,4 +241,6 @@ def _indexed(item: dict[str, Any], series_uid: str) -> IndexedInstance:
         series_uid=series_uid,
         number=int(number) if number.lstrip("-").isdigit() else None,
         frames=int(frames) if frames.isdigit() and int(frames) > 0 else 1,
+        position=str(tags.get("ImagePositionPatient", "")).strip(),
+        orientation=str(tags.get("ImageOrientationPatient", "")).strip(),
     )

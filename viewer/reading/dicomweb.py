@@ -26,6 +26,7 @@ from viewer.reading.frame_encoding import (
     transfer_syntax_of,
 )
 from viewer.reading.frames import Frames, InstanceFrames, series_bulk
+from viewer.reading.slice_order import in_display_order, indexed_place
 
 router = APIRouter(prefix="/dicomweb")
 
@@ -124,7 +125,7 @@ async def series_bulk_data(
     source: Frames,
 ) -> Response:
     """WADO-RS Retrieve Series as bulk data (PS3.18: Accept multipart/related; type=application/octet-stream):
-    every frame of the series in one answer, in instance-number order, each part named by its
+    every frame of the series in one answer, in display order (slice_order.py), each part named by its
     Content-Location. Orthanc's plugin offers no series bulk data; the viewport loads a series this way,
     from the platform's frame cache, instead of with one request per frame."""
     accept = request.headers.get("accept", "")
@@ -134,7 +135,9 @@ async def series_bulk_data(
     indexed = await archive.indexed_instances(study_uid, series_uid)
     if not indexed:
         raise HTTPException(404, "Not found in the archive.")
-    ordered = sorted(indexed, key=lambda item: (item.number is None, item.number or 0, item.instance_uid))
+    ordered = in_display_order(
+        indexed, indexed_place
+    )  # the viewport's order: the slice shown first comes first
     instances = [InstanceFrames(study_uid, series_uid, item.instance_uid, item.frames) for item in ordered]
     boundary = secrets.token_hex(16)
     return StreamingResponse(

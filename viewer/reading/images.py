@@ -22,6 +22,7 @@ from viewer.archive.dicom_text import dicom_date, person_name, text_value
 from viewer.archive.uids import SeriesUID, StudyUID
 from viewer.reading.frame_encoding import PixelFormat, parse_multipart
 from viewer.reading.frames import Frames, InstanceFrames
+from viewer.reading.slice_order import SlicePlace, in_display_order, indexed_place, normal_distance, numbers
 
 router = APIRouter(prefix="/api")
 
@@ -86,14 +87,18 @@ def rescale(ds: Dataset) -> tuple[float, float]:
     return slope, _number(source.get("RescaleIntercept"), 0.0) or 0.0
 
 
-def slice_position(ds: Dataset) -> float:
-    """Distance along the slice normal, to order slices that share an InstanceNumber (or have none)."""
-    position = [_number(v) for v in _as_list(ds.get("ImagePositionPatient"))]
-    orientation = [_number(v) for v in _as_list(ds.get("ImageOrientationPatient"))]
-    if len(position) != 3 or len(orientation) != 6 or None in position or None in orientation:
-        return 0.0
-    normal = np.cross(np.array(orientation[:3], dtype=float), np.array(orientation[3:], dtype=float))
-    return float(np.dot(normal, np.array(position, dtype=float)))
+def slice_position(ds: Dataset) -> float | None:
+    """Distance along the slice normal; None without a usable Image Position and Orientation (Patient)."""
+    return normal_distance(slice_place(ds))
+
+
+def slice_place(ds: Dataset) -> SlicePlace:
+    return SlicePlace(
+        uid=str(ds.get("SOPInstanceUID", "")),
+        number=instance_number(ds),
+        position=numbers(_as_list(ds.get("ImagePositionPatient")), 3),
+        orientation=numbers(_as_list(ds.get("ImageOrientationPatient")), 6),
+    )
 
 
 def instance_number(ds: Dataset) -> int | None:
@@ -155,17 +160,10 @@ def overlay_info(ds: Dataset) -> dict[str, str]:
 
 
 def display_order(datasets: Iterable[Dataset]) -> list[Dataset]:
-    """InstanceNumber, then position along the slice normal, then UID (a stable order for ties)."""
+    """Along the slice normal where the whole series has one geometry, else by InstanceNumber; then UID
+    (a stable order for ties). See slice_order.py for the direction."""
     images = [ds for ds in datasets if "SOPInstanceUID" in ds and ds.get("Rows") and ds.get("Columns")]
-    return sorted(
-        images,
-        key=lambda ds: (
-            instance_number(ds) is None,
-            instance_number(ds) or 0,
-            slice_position(ds),
-            str(ds.SOPInstanceUID),
-        ),
-    )
+    return in_display_order(images, slice_place)
 
 
 def _wanted(item: dict[str, Any]) -> dict[str, Any]:
@@ -234,14 +232,14 @@ async def series_images(
 
 
 async def first_image(archive: Archive, study_uid: str, series_uid: str) -> dict[str, Any] | None:
-    """The first image in display order, from Orthanc's index (instance numbers) and that one instance's
-    metadata: a few milliseconds, where the whole series' metadata means reading every file (200-500 ms
-    for 200 CT slices). The viewport draws it while the rest is on its way.
+    """The first image in display order, from Orthanc's index (geometry, instance numbers) and that one
+    instance's metadata: a few milliseconds, where the whole series' metadata means reading every file
+    (200-500 ms for 200 CT slices). The viewport draws it while the rest is on its way.
     None when this shortcut does not apply (a palette image, which needs its lookup tables fetched)."""
     listed = await archive.indexed_instances(study_uid, series_uid)
     if not listed:
         raise HTTPException(404, "No images in this series.")
-    lowest = min(listed, key=lambda item: (item.number is None, item.number or 0, item.instance_uid))
+    lowest = in_display_order(listed, indexed_place)[0]
     ds = await archive.instance_metadata(study_uid, series_uid, lowest.instance_uid)
     if ds is None:
         raise HTTPException(404, "No images in this series.")

@@ -21,6 +21,7 @@ from viewer.archive.client import Archive
 from viewer.archive.dicom_text import text_value
 from viewer.archive.uids import OptionalSeriesUID, StudyUID
 from viewer.reading.images import first_image
+from viewer.reading.slice_order import SlicePlace, in_display_order, indexed_place
 from viewer.reading.worklist import WorklistRow
 from viewer.templates import render
 
@@ -56,13 +57,16 @@ class SeriesRow:
         )
 
 
-def middle_images(instances: Iterable[tuple[str, int, str]]) -> dict[str, str]:
-    """(series UID, instance number, SOP Instance UID) of each instance -> for each series, the UID of
-    the instance in its middle by instance number."""
-    by_series: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for series_uid, number, instance_uid in instances:
-        by_series[series_uid].append((number, instance_uid))
-    return {series_uid: sorted(items)[len(items) // 2][1] for series_uid, items in by_series.items()}
+def middle_images(instances: Iterable[tuple[str, SlicePlace]]) -> dict[str, str]:
+    """(series UID, place) of each instance -> for each series, the UID of the instance in its middle in
+    display order."""
+    by_series: dict[str, list[SlicePlace]] = defaultdict(list)
+    for series_uid, place in instances:
+        by_series[series_uid].append(place)
+    return {
+        series_uid: in_display_order(places, lambda place: place)[len(places) // 2].uid
+        for series_uid, places in by_series.items()
+    }
 
 
 router = APIRouter()
@@ -89,7 +93,7 @@ async def study_page(
     if found is None:
         raise HTTPException(404, "No study with this UID is in the archive.")
     instances = await archive.indexed_instances(study_uid)
-    middle = middle_images((item.series_uid, item.number or 0, item.instance_uid) for item in instances)
+    middle = middle_images((item.series_uid, indexed_place(item)) for item in instances)
     series_rows = sorted(
         (
             SeriesRow.from_dataset(item, middle.get(str(item.SeriesInstanceUID)))

@@ -20,6 +20,7 @@ from viewer.ai_results.view import Overlay, ResultView
 from viewer.archive.client import Archive
 from viewer.feedback import records
 from viewer.feedback.records import reasons_of
+from viewer.reading.images import slice_place
 from viewer.reading.study import NON_IMAGE_MODALITIES, middle_images
 from viewer.review.anonymise import identifiers_of, scrub
 
@@ -75,20 +76,13 @@ async def case_images(archive: Archive, study_uid: str, results: list[ResultView
         if finding.instance_uid in by_uid
     ]
     middles = middle_images(
-        (str(item.SeriesInstanceUID), _number(item), str(item.SOPInstanceUID))
+        (str(item.SeriesInstanceUID), slice_place(item))
         for item in instances
         if str(item.SeriesInstanceUID) in image_series
     )
     wanted += list(middles.values())
     chosen = list(dict.fromkeys(uid for uid in wanted if uid))[:MAX_IMAGES]
     return [_image(by_uid[uid], results) for uid in chosen]
-
-
-def _number(instance: Dataset) -> int:
-    try:
-        return int(instance.get("InstanceNumber") or 0)
-    except (TypeError, ValueError):
-        return 0
 
 
 def _image(instance: Dataset, results: list[ResultView]) -> CaseImage:

@@ -153,10 +153,10 @@ def test_as_stored_passes_through_and_other_syntaxes_are_refused(
 def test_a_whole_series_comes_as_bulk_data_in_one_answer(
     radiologist: TestClient, orthanc: OrthancConnection, shared_data: Path
 ) -> None:
-    """PS3.18 series bulk data: every frame, in instance-number order, each part naming its frame."""
-    ct = sorted(
+    """PS3.18 series bulk data: every frame, in display order, each part naming its frame."""
+    ct = sorted(  # display order: ascending along the slice normal, here z (axial), against the numbers
         (pydicom.dcmread(path) for path in (shared_data / "dicom" / "ct_3slice").glob("*.dcm")),
-        key=lambda ds: int(ds.InstanceNumber),
+        key=lambda ds: float(ds.ImagePositionPatient[2]),
     )
     store(orthanc, ct)
     url = f"/dicomweb/studies/{ct[0].StudyInstanceUID}/series/{ct[0].SeriesInstanceUID}"

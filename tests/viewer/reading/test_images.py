@@ -3,6 +3,7 @@ windows, palettes and overlay texts, all checked against the DICOM files; and th
 
 from __future__ import annotations
 
+import copy
 import html
 import json
 import re
@@ -13,10 +14,12 @@ import numpy as np
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from orthanc import OrthancConnection
 from tests.viewer.viewport_files import relabelled, store
+
+BULK_ACCEPT = f'multipart/related; type="application/octet-stream"; transfer-syntax={ExplicitVRLittleEndian}'
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +64,63 @@ def others(orthanc: OrthancConnection, shared_data: Path) -> dict[str, pydicom.D
     return files
 
 
+def along(slices: list[pydicom.Dataset]) -> list[pydicom.Dataset]:
+    """The slices ascending along their normal (row x column cosines), computed here from the files."""
+
+    def distance(ds: pydicom.Dataset) -> float:
+        orientation = np.array(ds.ImageOrientationPatient, dtype=float)
+        normal = np.cross(orientation[:3], orientation[3:])
+        return float(np.dot(normal, np.array(ds.ImagePositionPatient, dtype=float)))
+
+    return sorted(slices, key=distance)
+
+
+def renumbered(slices: list[pydicom.Dataset], label: str, numbers: list[int]) -> list[pydicom.Dataset]:
+    """Copies of the real CT slices in a new series of their own, with these instance numbers."""
+    copies = []
+    for index, (source, number) in enumerate(zip(slices, numbers, strict=True)):
+        ds = copy.deepcopy(source)
+        ds.StudyInstanceUID = generate_uid(entropy_srcs=["openaim slice order", label, "study"])
+        ds.SeriesInstanceUID = generate_uid(entropy_srcs=["openaim slice order", label, "series"])
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=["openaim slice order", label, str(index)])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = number
+        copies.append(ds)
+    return copies
+
+
+def _uids(images: list[dict]) -> list[str]:
+    return [image["instance_uid"] for image in images]
+
+
+def test_slices_follow_their_geometry_not_instance_numbers_that_run_against_it(
+    radiologist: TestClient, orthanc: OrthancConnection, ct: list[pydicom.Dataset]
+) -> None:
+    # 01, 02, 03 lie at z = -126.69, -127.69, -128.69 (axial): along the normal the order is 03, 02, 01.
+    # Numbered 1, 3, 2, the instance numbers give 01, 03, 02: neither that order nor its reverse.
+    against = renumbered(ct, "against", [1, 3, 2])
+    store(orthanc, against)
+    expected = [str(ds.SOPInstanceUID) for ds in along(against)]
+    assert expected == [str(against[i].SOPInstanceUID) for i in (2, 1, 0)]
+    assert _uids(_images(radiologist, against[0])["images"]) == expected
+    # The first image, chosen from Orthanc's index without reading the files, is the same one.
+    series_url = f"/api/studies/{against[0].StudyInstanceUID}/series/{against[0].SeriesInstanceUID}/images"
+    assert _uids(radiologist.get(series_url, params={"first": "true"}).json()["images"]) == expected[:1]
+    # So is the order of the series' bulk data, which the viewport loads from the first slice on.
+    bulk = radiologist.get(
+        f"/dicomweb/studies/{against[0].StudyInstanceUID}/series/{against[0].SeriesInstanceUID}",
+        headers={"Accept": BULK_ACCEPT},
+    )
+    assert re.findall(rb"Content-Location: \S+/instances/([0-9.]+)/frames/1\r\n", bulk.content) == [
+        uid.encode() for uid in expected
+    ]
+    mixed = renumbered(ct, "mixed geometry", [1, 3, 2])
+    del mixed[1].ImagePositionPatient  # one slice without a place: the whole series by instance number
+    store(orthanc, mixed)
+    by_number = [str(mixed[i].SOPInstanceUID) for i in (0, 2, 1)]
+    assert _uids(_images(radiologist, mixed[0])["images"]) == by_number
+
+
 def _images(client: TestClient, ds: pydicom.Dataset) -> dict:
     response = client.get(f"/api/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/images")
     assert response.status_code == 200, response.text
@@ -71,8 +131,7 @@ def test_ct_slices_in_display_order_with_modality_lut_and_window(
     radiologist: TestClient, ct: list[pydicom.Dataset]
 ) -> None:
     body = _images(radiologist, ct[0])
-    numbers = sorted((int(ds.InstanceNumber), str(ds.SOPInstanceUID)) for ds in ct)
-    assert [image["instance_uid"] for image in body["images"]] == [uid for _, uid in numbers]
+    assert [image["instance_uid"] for image in body["images"]] == [str(ds.SOPInstanceUID) for ds in along(ct)]
     assert body["modality"] == "CT"
     for image in body["images"]:
         ds = next(d for d in ct if d.SOPInstanceUID == image["instance_uid"])
