@@ -47,6 +47,7 @@ _TRIAGE_ICONS = {Triage.URGENT: "!!", Triage.PRIORITY: "!", Triage.ROUTINE: "-",
 
 
 _TRIAGE_BY_VALUE = {flag.value: flag for flag in Triage}
+_NO_FLAG = (Triage.NONE, False)  # (flag, raised only by failed results)
 
 # When a study's series are in several states, the one a reader most needs to know about wins.
 _STATUS_OF_JOBS = (
@@ -63,6 +64,9 @@ class StudyStatus:
     ai: AIStatus
     triage: Triage
     read: bool
+    # The flag comes only from results whose job failed (their SR/SEG never reached the archive). The flag
+    # still sorts the study, since the model did say it, but the worklist must say the result failed.
+    triage_failed: bool = False
 
 
 def study_statuses(db: Session, study_uids: Collection[str]) -> dict[str, StudyStatus]:
@@ -76,8 +80,9 @@ def study_statuses(db: Session, study_uids: Collection[str]) -> dict[str, StudyS
     return {
         uid: StudyStatus(
             ai=_ai_status(job_states.get(uid, set()), uid in routed),
-            triage=triage.get(uid, Triage.NONE),
+            triage=triage.get(uid, _NO_FLAG)[0],
             read=uid in read,
+            triage_failed=triage.get(uid, _NO_FLAG)[1],
         )
         for uid in uids
     }
@@ -110,15 +115,20 @@ def _seen_by_router(db: Session, uids: list[str]) -> set[str]:
     return set(db.scalars(with_jobs.union(unrouted)))
 
 
-def _triage(db: Session, uids: list[str]) -> dict[str, Triage]:
+def _triage(db: Session, uids: list[str]) -> dict[str, tuple[Triage, bool]]:
+    """Each study's highest flag, and whether every result raising it belongs to a failed job."""
     query = (
-        select(InferenceResult.study_uid, InferenceResult.triage)
+        select(InferenceResult.study_uid, InferenceResult.triage, Job.state)
         .join(ModelVersion, ModelVersion.id == InferenceResult.model_version_id)
+        .join(Job, Job.id == InferenceResult.job_id)
         .where(InferenceResult.study_uid.in_(uids), ModelVersion.mode == Mode.CLINICAL.value)
     )
-    flags: dict[str, Triage] = {}
-    for study_uid, value in db.execute(query):
-        flag = _TRIAGE_BY_VALUE.get(value or "", Triage.NONE)
-        if flag.rank < flags.get(study_uid, Triage.NONE).rank:
-            flags[study_uid] = flag
+    flags: dict[str, tuple[Triage, bool]] = {}
+    for study_uid, value, state in db.execute(query):
+        flag, failed = _TRIAGE_BY_VALUE.get(value or "", Triage.NONE), state == JobState.FAILED.value
+        best, best_failed = flags.get(study_uid, _NO_FLAG)
+        if flag.rank < best.rank:
+            flags[study_uid] = (flag, failed)
+        elif flag is best and flag is not Triage.NONE:
+            flags[study_uid] = (flag, best_failed and failed)  # one stored result makes the flag good
     return flags
