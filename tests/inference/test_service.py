@@ -194,6 +194,25 @@ def test_an_archive_outage_is_retried_and_nothing_is_lost(platform: Platform, sh
     assert (job.state, job.attempts) == (JobState.DONE, 2)
 
 
+def test_a_cr_with_pixel_spacing_alone_gets_its_sr(platform: Platform, shared_data: Path) -> None:
+    """Real CR files often carry Pixel Spacing and no Imager Pixel Spacing: their SR was never made."""
+    image = studies.renewed(studies.bright_square(studies.chest_xray(shared_data, 10)))
+    image.Modality = "CR"
+    image.PixelSpacing = image.ImagerPixelSpacing
+    del image.ImagerPixelSpacing
+    studies.store(platform.orthanc, image)
+
+    platform.run_until_idle()
+
+    job = platform.job_for(image.SeriesInstanceUID)
+    assert (job.state, job.attempts, job.reason) == (JobState.DONE, 1, None)
+    with platform.db() as db:
+        result = db.scalar(select(InferenceResult).where(InferenceResult.job_id == job.id))
+        assert result is not None
+    report = hd.sr.Comprehensive3DSR.from_dataset(_instance(platform.orthanc, result.sr_uid))
+    assert report.StudyInstanceUID == image.StudyInstanceUID
+
+
 def test_a_result_that_cannot_be_built_fails_at_once_with_its_reason(
     platform: Platform, shared_data: Path
 ) -> None:
