@@ -10,7 +10,8 @@ The algorithm is the device observer (TID 1004). The measurement groups, each na
   (SR has no rectangle), tracking identifier ``<label> box <n>``;
 - one planar ROI group per heatmap when a SEG was made: the finding type and the SEG frame that holds
   the finding's segment (tracking ID = the output label);
-- one image-level group ``triage`` holding the study's worklist priority, when a triage rule fired.
+- one image-level group ``triage`` holding the study's worklist priority: the highest
+  triage rule that fired, or routine when a model with triage rules raised none.
 
 The finding is never a qualitative evaluation named ``Finding`` (DCM 121071): highdicom takes such an item
 for the group's finding type and drops it on read-back (DESIGN.md).

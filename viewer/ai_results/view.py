@@ -87,7 +87,7 @@ class ResultView:
     algorithm: AlgorithmInfo
     series_uid: str  # the series the result is about
     object_uid: str  # the SR / SEG (or platform result) SOP Instance UID, for the audit trail
-    kind: str  # "TID 1500 SR", "SEG", "TID 1500 SR + SEG"
+    kind: str  # what the archive holds: "TID 1500 SR", "SEG", "TID 1500 SR + SEG", or why nothing
     triage: str | None = None
     created: str | None = None  # ISO date-time
     findings: tuple[FindingView, ...] = ()
