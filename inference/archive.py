@@ -21,6 +21,15 @@ class ArchiveUnavailable(RuntimeError):
     """Orthanc did not answer, or answered with an error: worth retrying later."""
 
 
+class ArchiveRefused(ValueError):
+    """The archive answered that it will not take these objects (an HTTP 4xx to STOW-RS): the same objects
+    would be refused again, so retrying only delays the job's failure."""
+
+
+# Client errors that say something about the request's circumstances, not about the objects: worth a retry
+RETRYABLE_CLIENT_ERRORS = {401, 403, 408, 429}
+
+
 class NotInArchive(LookupError):
     """The resource is gone (deleted since it was announced): nothing to retry."""
 
@@ -30,6 +39,7 @@ class Change:
     seq: int
     change_type: str
     resource_id: str  # Orthanc's own identifier of the study/series/instance
+    resource_type: str = ""  # Patient, Study, Series or Instance
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,9 @@ class InferenceArchive:
         self._rest = OrthancRest(connection, timeout=timeout)
         self._stow_session = create_session_from_user_pass(connection.username, connection.password)
         self._dicomweb = DICOMwebClient(connection.dicomweb_url, session=self._stow_session, timeout=timeout)
+        # The library retries every failed request 5 times with exponential waits (30 s against a stopped
+        # Orthanc, a writer process blocked all along); the service's job back-off already retries.
+        self._dicomweb.set_http_retry_params(retry=False)
 
     def close(self) -> None:
         self._rest.close()
@@ -53,7 +66,30 @@ class InferenceArchive:
         """Changes after ``since``: (changes, the last sequence number, whether the feed is exhausted)."""
         with _from_orthanc():
             answer, last, done = self._rest.changes(since, limit)
-        return [Change(item.sequence_id, item.change_type, item.resource_id) for item in answer], last, done
+        found = [
+            Change(item.sequence_id, item.change_type, item.resource_id, str(item.resource_type or ""))
+            for item in answer
+        ]
+        return found, last, done
+
+    def last_change(self) -> int:
+        with _from_orthanc():
+            return self._rest.last_change()
+
+    def study_ids(self, since: int, limit: int) -> list[str]:
+        """A page of Orthanc's study IDs (for a first indexing of what it already holds)."""
+        with _from_orthanc():
+            return self._rest.study_ids(since, limit)
+
+    def study(self, study_id: str) -> dict[str, Any]:
+        """The study as Orthanc's index holds it: its and its patient's main tags."""
+        with _from_orthanc():
+            return self._rest.study(study_id)
+
+    def study_series_listed(self, study_id: str) -> list[dict[str, Any]]:
+        """The study's series with their main tags (Modality, ...) and instance IDs."""
+        with _from_orthanc():
+            return self._rest.study_series(study_id)
 
     def study_uid(self, study_id: str) -> str:
         with _from_orthanc():
@@ -90,7 +126,10 @@ class InferenceArchive:
         """STOW-RS; Orthanc keeps the first copy of a SOP Instance UID, so storing again changes nothing."""
         try:
             self._dicomweb.store_instances(list(datasets))
-        except Exception as error:  # requests' and dicomweb-client's errors alike: the archive is the problem
+        except Exception as error:  # requests' and dicomweb-client's errors alike
+            status = getattr(getattr(error, "response", None), "status_code", None)
+            if isinstance(status, int) and 400 <= status < 500 and status not in RETRYABLE_CLIENT_ERRORS:
+                raise ArchiveRefused(f"the archive refused the SR/SEG (STOW-RS answered {status})") from error
             raise ArchiveUnavailable(f"STOW-RS failed ({error.__class__.__name__}: {error})") from error
 
 

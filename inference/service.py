@@ -30,7 +30,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference import catalog, jobs
-from inference.archive import ArchiveUnavailable, InferenceArchive, NotInArchive
+from inference.archive import ArchiveRefused, ArchiveUnavailable, InferenceArchive, NotInArchive
 from inference.catalog import ModelVersion
 from inference.dicom_results.algorithm import Algorithm
 from inference.dicom_results.finding import FindingResult
@@ -270,7 +270,7 @@ class InferenceService:
                 self.timings.add(stage, seconds)
             with self.timings.measure("job done + audit"):
                 self._done(version, item, prediction, seg_stored=written.seg_stored)
-        except ResultNotBuildable as error:
+        except (ResultNotBuildable, ArchiveRefused) as error:
             self._end(item.job, JobState.FAILED, str(error))  # it would fail the same way every attempt
         except ArchiveUnavailable as error:
             self._retry(item.job, str(error))
