@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from inference.dicom_results.coding import finding_code
+from inference.jobs import Job, JobState
 from inference.results import Finding, InferenceResult
 from openaim import audit
 from viewer.access.deps import ArchiveClient, Audit, DbSession, Reader
@@ -165,11 +166,19 @@ def _judged_algorithm(sr: Dataset, row: Feedback) -> JudgedAlgorithm:
 
 def _result_sr_uid(db: Session, study_uid: str, result_id: str | None) -> str:
     if result_id and (match := PLATFORM_RESULT.match(result_id)):
-        query = select(InferenceResult.sr_uid).where(
-            InferenceResult.id == int(match.group(1)), InferenceResult.study_uid == study_uid
+        query = (
+            select(InferenceResult.sr_uid, Job.state, Job.reason)
+            .join(Job, Job.id == InferenceResult.job_id)
+            .where(InferenceResult.id == int(match.group(1)), InferenceResult.study_uid == study_uid)
         )
-        if (sr_uid := db.scalar(query)) is not None:
-            return sr_uid
+        if (found := db.execute(query).first()) is not None:
+            sr_uid, state, reason = found
+            if state == JobState.FAILED:  # the row was saved, but its SR never reached the archive
+                raise ValueError(
+                    f"the AI result's SR was never stored in the archive ({reason or 'its job failed'}). "
+                    "Your verdicts are saved here; they can be published once the result is written"
+                )
+            return str(sr_uid)
     if result_id and (match := FOREIGN_RESULT.match(result_id)):
         return match.group(1)
     raise ValueError(f"the AI result {result_id} is gone")

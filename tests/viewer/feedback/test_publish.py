@@ -26,8 +26,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from inference import catalog
 from inference.catalog import Mode
 from inference.dicom_results import Algorithm, FindingResult, build_sr
+from inference.jobs import Job, JobState
 from inference.results import Finding, InferenceResult
 from openaim.audit import AuditEvent
+from openaim.db import transaction
 from openaim.settings import Settings
 from orthanc import OrthancConnection
 from tests.inference.dicom_results.conftest import dciodvfy_errors, dsrdump
@@ -296,6 +298,25 @@ def test_republishing_the_same_state_stores_nothing_new_and_a_new_verdict_a_new_
 def test_nothing_to_publish_is_a_conflict(radiologist: TestClient, study: Study) -> None:
     response = radiologist.post(f"/api/studies/{study.image.study_uid}/feedback/sr")
     assert response.status_code == 409
+
+
+def test_a_verdict_on_a_result_whose_sr_was_never_stored_says_so(
+    radiologist: TestClient, study: Study, db: sessionmaker[Session]
+) -> None:
+    """The result row is saved before its SR/SEG: when writing them failed, the verdict still saves, and
+    publishing says why it cannot reference the AI SR (not 'instance not in this study's archive')."""
+    _verdict(radiologist, study, "Pneumothorax", "agree")
+    with transaction(db) as session:
+        result = session.get(InferenceResult, int(study.result_id.removeprefix("platform-")))
+        assert result is not None
+        job = session.get(Job, result.job_id)
+        assert job is not None
+        job.state, job.reason = JobState.FAILED, "the SR could not be built: AttributeError: spacing"
+    response = radiologist.post(f"/api/studies/{study.image.study_uid}/feedback/sr")
+    assert response.status_code == 409
+    detail = response.json()["detail"]
+    assert "SR was never stored in the archive (the SR could not be built" in detail, detail
+    assert "Your verdicts are saved here" in detail
 
 
 def test_publishing_needs_a_reading_role(client: TestClient, study: Study) -> None:
