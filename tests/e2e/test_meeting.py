@@ -126,7 +126,7 @@ def test_step_through_a_meeting_with_the_keyboard(
     cases = page.get_by_test_id("meeting-cases")
     expect(cases).to_contain_text("Reader right")
     expect(cases).to_contain_text("Send the case to the vendor")
-    expect(page.get_by_test_id("attendees")).to_have_text("Dr Guest")
+    expect(page.get_by_test_id("attendees")).to_have_text("Dr Chair, Dr Guest")  # the chair first
     page.get_by_test_id("end-meeting").click()
     expect(page.get_by_test_id("end-meeting")).to_have_count(0)
     page.screenshot(path=artifacts / "meeting-summary.png", full_page=True)

@@ -38,11 +38,15 @@ def start_meeting(
     attendees: Sequence[User] = (),
     guests: Sequence[str] = (),
 ) -> ReviewMeeting:
-    """A new meeting over ``cases`` in the given order (case 1 first); attendees are users or names."""
+    """A new meeting over ``cases`` in the given order (case 1 first); attendees are users or names.
+
+    The chair is at the meeting: the attendees start with the chair (once, whether or not the form also
+    ticked them), then the other users, then the names typed in."""
     if not cases:
         raise ValueError("a meeting needs at least one case")
     meeting = ReviewMeeting(title=title, chair=chair, chair_id=chair.id)
-    meeting.attendees = [ReviewAttendee(user_id=user.id, name=user.display_name) for user in attendees]
+    people = [chair, *(user for user in attendees if user.id != chair.id)]
+    meeting.attendees = [ReviewAttendee(user_id=user.id, name=user.display_name) for user in people]
     meeting.attendees += [ReviewAttendee(name=name) for name in dict.fromkeys(guests) if name]
     meeting.cases = [
         ReviewCase(

@@ -247,6 +247,7 @@ def test_a_meeting_steps_through_its_cases_and_records_the_consensus(
         assert stored is not None
         assert stored.chair.username == "reviewer"
         assert [attendee.name for attendee in stored.attendees] == [
+            "reviewer",  # the chair first, though the form did not tick them
             "admin",
             "radiologist",
             "Dr Visiting Surgeon",
