@@ -169,3 +169,47 @@ def renumbered(paths: list[Path]) -> list[pydicom.Dataset]:
         remap(dataset)
         dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
     return datasets
+
+
+def store_result_object(
+    orthanc: OrthancConnection, image: Image2D, modality: str, description: str, device_uid: str = ""
+) -> str:
+    """An SR or SEG series in the image's study, as an AI result (or a reader's feedback) lands there: only
+    the attributes the study page reads (the AI panel's parsing has tests of its own), and the algorithm's
+    device UID when it is one of ours. Its series UID."""
+    source = pydicom.dcmread(io.BytesIO(_instance_bytes(orthanc, image)), stop_before_pixels=True)
+    dataset = pydicom.Dataset()
+    for keyword in (
+        "PatientName",
+        "PatientID",
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+    ):
+        setattr(dataset, keyword, source.get(keyword, ""))
+    dataset.SOPClassUID = {"SR": "1.2.840.10008.5.1.4.1.1.88.34", "SEG": "1.2.840.10008.5.1.4.1.1.66.4"}[
+        modality
+    ]
+    dataset.SOPInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
+    dataset.Modality, dataset.SeriesDescription, dataset.SeriesNumber = modality, description, 9901
+    dataset.InstanceNumber = 1
+    if device_uid:
+        equipment = pydicom.Dataset()
+        equipment.DeviceUID = device_uid
+        dataset.ContributingEquipmentSequence = [equipment]
+    dataset.file_meta = pydicom.dataset.FileMetaDataset()
+    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    dataset.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    with orthanc.client() as client:
+        client.post("/instances", content=buffer.getvalue()).raise_for_status()
+    return str(dataset.SeriesInstanceUID)
+
+
+def _instance_bytes(orthanc: OrthancConnection, image: Image2D) -> bytes:
+    with orthanc.client() as client:
+        found = client.post("/tools/lookup", content=image.instance_uid).json()
+        return client.get(f"/instances/{found[0]['ID']}/file").content

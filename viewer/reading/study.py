@@ -27,6 +27,9 @@ from viewer.templates import render
 
 # Series without pixels to render as images (results, documents, key objects, presentation states).
 NON_IMAGE_MODALITIES = frozenset({"SR", "SEG", "KO", "PR", "DOC", "RWV", "REG", "PLAN"})
+# AI results and the readers' feedback on them, ours and other vendors': the AI panel shows what they hold,
+# so the page names them as results beside the images, never as images nor as "not an image" tiles.
+AI_RESULT_MODALITIES = frozenset({"SR", "SEG"})
 THUMBNAIL_PIXELS = 128
 
 
@@ -44,6 +47,10 @@ class SeriesRow:
     def has_images(self) -> bool:
         return self.modality not in NON_IMAGE_MODALITIES
 
+    @property
+    def is_ai_result(self) -> bool:
+        return self.modality in AI_RESULT_MODALITIES
+
     @classmethod
     def from_dataset(cls, series: Dataset, thumbnail_uid: str | None = None) -> SeriesRow:
         return cls(
@@ -55,6 +62,16 @@ class SeriesRow:
             body_part=text_value(series, "BodyPartExamined"),
             thumbnail_uid=thumbnail_uid,
         )
+
+
+def image_modalities(rows: Iterable[SeriesRow], study_modalities: str) -> str:
+    """The modalities of the study's images, in series order, written as the worklist writes several
+    ("CT/MR"); the archive's list (ModalitiesInStudy, which names SR and SEG too) only when no series has
+    images."""
+    found = dict.fromkeys(row.modality for row in rows if row.has_images and row.modality)
+    if found:
+        return "/".join(found)
+    return "/".join(part for part in study_modalities.split("/") if part not in AI_RESULT_MODALITIES)
 
 
 def middle_images(instances: Iterable[tuple[str, SlicePlace]]) -> dict[str, str]:
@@ -115,12 +132,15 @@ async def study_page(
         detail={"series": shown.series_uid if shown else None, "instances": shown_instances},
     )
     first = await _first_image(archive, study_uid, shown.series_uid) if shown is not None else None
+    study = WorklistRow.from_dataset(found)
     return render(
         request,
         "reading/study.html",
         first_image=first,
-        study=WorklistRow.from_dataset(found),
-        series_rows=series_rows,
+        study=study,
+        modalities=image_modalities(series_rows, study.modalities),
+        series_rows=[row for row in series_rows if not row.is_ai_result],
+        ai_rows=[row for row in series_rows if row.is_ai_result],
         shown=shown,
         thumbnail_pixels=THUMBNAIL_PIXELS,
     )

@@ -9,6 +9,7 @@ const openedAt = performance.now();
 let attempt = 0;
 let timer = null;
 let sending = false;
+let statusAnchor = null; // the control whose save the message is about: the message is shown beside it
 
 function panel() {
   return document.getElementById("ai-panel-body");
@@ -34,12 +35,22 @@ function keep(items) {
 function showStatus(text, state) {
   const status = document.querySelector("[data-testid=save-status]");
   if (!status) return;
+  placeStatus(status);
   status.textContent = text;
   status.dataset.state = state;
 }
 
-/** Queue one save and try to send it at once. */
-function save(studyUid, body) {
+/** The message goes right after the group of the control that caused it (a finding's verdict buttons, the
+ * triage answer, the review flag, Done), so the reader sees it where they are looking. */
+function placeStatus(status) {
+  if (!statusAnchor || !statusAnchor.isConnected || !panel() || !panel().contains(statusAnchor)) return;
+  const group = statusAnchor.closest(".verdict, .triage-right, .study-feedback > label") || statusAnchor;
+  if (group.nextElementSibling !== status) group.after(status);
+}
+
+/** Queue one save and try to send it at once; ``from`` is the control that asked for it. */
+function save(studyUid, body, from = null) {
+  if (from) statusAnchor = from;
   const item = { studyUid, body: { client_id: crypto.randomUUID(), seconds_on_study: secondsOnStudy(), ...body } };
   keep([...outbox(), item]);
   flush();
@@ -117,7 +128,7 @@ function choose(item, verdict) {
   }
   const reason = item.querySelector(".reason");
   if (reason) reason.hidden = verdict !== "disagree";
-  save(panel().dataset.studyUid, findingBody(item, verdict));
+  save(panel().dataset.studyUid, findingBody(item, verdict), item.querySelector(".verdict"));
 }
 
 function studyBody(overrides) {
@@ -136,6 +147,7 @@ function studyBody(overrides) {
 function markMissed() {
   const viewport = document.openaimViewport;
   if (!viewport || !viewport.current) return;
+  statusAnchor = panel().querySelector(".mark-missed") || statusAnchor;
   const canvas = viewport.canvas;
   showStatus("Draw a box around the missed finding on the image (Esc cancels).", "marking");
   canvas.classList.add("is-marking");
@@ -200,6 +212,7 @@ function draft(viewport, from, to) {
 
 async function publish() {
   const studyUid = panel().dataset.studyUid;
+  statusAnchor = panel().querySelector(".feedback-done") || statusAnchor;
   if (outbox().length > 0) return showStatus("Waiting for your feedback to be saved first; press Done again in a moment.", "retrying");
   let response;
   try {
@@ -224,7 +237,7 @@ document.addEventListener("click", (event) => {
   const triage = target.closest(".triage-button");
   if (triage) {
     for (const other of panel().querySelectorAll(".triage-button")) other.classList.toggle("is-chosen", other === triage);
-    return save(panel().dataset.studyUid, studyBody({}));
+    return save(panel().dataset.studyUid, studyBody({}), triage);
   }
   if (target.closest(".mark-missed")) return markMissed();
   if (target.closest(".feedback-done")) return publish();
@@ -235,9 +248,9 @@ document.addEventListener("change", (event) => {
   if (!(target instanceof HTMLElement) || !panel() || !panel().contains(target)) return;
   const item = target.closest("li.finding");
   if (item && (target.classList.contains("reason") || target.classList.contains("comment")) && item.dataset.verdict) {
-    save(panel().dataset.studyUid, findingBody(item, item.dataset.verdict));
+    save(panel().dataset.studyUid, findingBody(item, item.dataset.verdict), target);
   } else if (target.classList.contains("review-requested")) {
-    save(panel().dataset.studyUid, studyBody({}));
+    save(panel().dataset.studyUid, studyBody({}), target);
   }
 });
 

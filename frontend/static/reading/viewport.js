@@ -249,12 +249,15 @@ function slicesOf(description) {
 }
 
 export class Viewport extends EventTarget {
-  /** @param {HTMLElement} element the viewport section: a canvas, the info corners, the tool buttons */
+  /** @param {HTMLElement} element the viewport section: a stage (the canvas and the info corners) above the
+   * tool buttons */
   constructor(element, studyUid) {
     super();
     this.element = element;
     this.studyUid = studyUid;
     this.canvas = element.querySelector("canvas");
+    // The canvas fills its stage, which ends where the toolbar begins: no part of the image under the tools.
+    this.stage = this.canvas.parentElement;
     this.context = this.canvas.getContext("2d", { willReadFrequently: true });
     this.offscreen = document.createElement("canvas");
     this.series = null;
@@ -277,7 +280,7 @@ export class Viewport extends EventTarget {
     this.timing = { first_image_ms: null, all_loaded_ms: null };
     this.drawn = null;
     this._listen();
-    new ResizeObserver(() => this._resize()).observe(element);
+    new ResizeObserver(() => this._resize()).observe(this.stage);
     this._resize();
   }
 
@@ -571,8 +574,8 @@ export class Viewport extends EventTarget {
 
   _resize() {
     const ratio = window.devicePixelRatio || 1;
-    this.canvas.width = Math.max(1, Math.round(this.element.clientWidth * ratio));
-    this.canvas.height = Math.max(1, Math.round(this.element.clientHeight * ratio));
+    this.canvas.width = Math.max(1, Math.round(this.stage.clientWidth * ratio));
+    this.canvas.height = Math.max(1, Math.round(this.stage.clientHeight * ratio));
     this._draw();
   }
 
