@@ -81,6 +81,10 @@ class InferenceArchive:
         with _from_orthanc():
             return self._rest.study_ids(since, limit)
 
+    def study_count(self) -> int:
+        with _from_orthanc():
+            return self._rest.study_count()
+
     def study(self, study_id: str) -> dict[str, Any]:
         """The study as Orthanc's index holds it: its and its patient's main tags."""
         with _from_orthanc():

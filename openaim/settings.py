@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         "cached frame costs no Orthanc request and no decoding. 256 MB holds ~500 CT slices.",
     )
 
+    study_index_follow: bool = Field(
+        True,
+        description="The viewer keeps the study index (the worklist) level with Orthanc's /changes; where "
+        "several viewer processes share one database, one follows and the others set this false.",
+    )
     inference_enabled: bool = Field(
         True, description="Run the inference service inside `openaim serve` / `demo` (off: run it alone)."
     )

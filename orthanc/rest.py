@@ -143,6 +143,21 @@ class OrthancRest:
         changes, last, done = _call("GET changes", self._api.get_changes, since=since, limit=limit)
         return list(changes), int(last), bool(done)
 
+    def last_change(self) -> int:
+        """The sequence number of Orthanc's newest change (0 when it has none)."""
+        return int(_call("GET changes", self._api.get_json, "changes?last").get("Last", 0))
+
+    def study_count(self) -> int:
+        """How many studies Orthanc holds (``/statistics``)."""
+        return int(_call("GET statistics", self._api.get_json, "statistics")["CountStudies"])
+
+    def study_ids(self, since: int, limit: int) -> list[str]:
+        """Orthanc's IDs of its studies, ``limit`` at a time from position ``since``."""
+        return [
+            str(item)
+            for item in _call("GET studies", self._api.get_json, f"studies?since={since}&limit={limit}")
+        ]
+
     def lookup(self, uid: str, level: str) -> list[str]:
         """Orthanc's IDs of the resources at ``level`` (Study, Series, Instance) with this DICOM UID."""
         return list(_call("POST tools/lookup", self._api.lookup, uid, filter=level))

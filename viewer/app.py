@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from urllib.parse import quote
 
 import uvicorn
@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from inference import study_follower
 from openaim.db import make_engine, session_factory
 from openaim.logs import uvicorn_log_config
 from openaim.settings import Settings
@@ -39,7 +40,13 @@ def create_app(settings: Settings, orthanc: OrthancConnection) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.archive = Archive(orthanc)
-        yield
+        # The worklist reads the study index; the viewer keeps it, whether or not inference runs here.
+        with (
+            study_follower.in_background(orthanc, app.state.db)
+            if settings.study_index_follow
+            else nullcontext()
+        ):
+            yield
         if (frames := getattr(app.state, "frame_source", None)) is not None:  # made on first use
             await frames.aclose()
         await app.state.archive.aclose()

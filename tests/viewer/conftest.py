@@ -24,7 +24,13 @@ SignIn = Callable[..., TestClient]
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'openaim.db'}")
+    # The tests index the studies they arrange themselves (tests/viewer/study_index_fixtures.py): a
+    # follower would first index every study that the session's Orthanc holds, for each test.
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite:///{tmp_path / 'openaim.db'}",
+        study_index_follow=False,
+    )
 
 
 @pytest.fixture

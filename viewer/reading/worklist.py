@@ -1,23 +1,27 @@
-"""The worklist: studies in the archive (QIDO-RS through the platform) with what the platform knows about
-each (AI status, triage flag, read status), urgent first, then oldest first. It refreshes itself."""
+"""The worklist: every study in the archive, from the platform's own study index (``inference.study_index``),
+with what the platform knows about each (AI status, triage flag, read status), urgent first, then oldest
+first. Filtering, ordering, counting and paging all run in SQL over every study, so "urgent first" and
+every filter span the whole archive, not the page. It refreshes itself."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BeforeValidator
 from pydicom import Dataset
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from inference.study_index import IndexedStudy
 from openaim import audit
-from viewer.access.deps import ArchiveClient, Audit, DbSession, Reader
-from viewer.archive.client import Archive
+from viewer.access.deps import Audit, DbSession, Reader
 from viewer.archive.dicom_text import dicom_date, person_name, text_value
-from viewer.reading.study_status import AIStatus, StudyStatus, Triage, study_statuses
+from viewer.reading.study_status import AIStatus, StudyStatus, Triage
 from viewer.templates import render
 
 router = APIRouter()
@@ -27,6 +31,9 @@ SearchText = Annotated[str, Query(max_length=64, pattern=r"^[^\\\x00-\x1f]*$")]
 BlankIsNone = BeforeValidator(lambda value: value or None)
 REFRESH_TRIGGER = "worklist-rows"  # the table body polls itself; its refreshes are not new queries
 MODALITIES = ("CR", "DX", "CT", "MR", "US", "MG", "PT", "NM", "XA")
+PAGE_SIZE = 100
+ESCAPE = "!"  # LIKE's escape character here: not a backslash, which DICOM uses between values
+WORKLIST_ORDER = (IndexedStudy.triage_rank, IndexedStudy.waiting_since, IndexedStudy.id)
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class WorklistRow:
 
     @classmethod
     def from_dataset(cls, study: Dataset) -> WorklistRow:
+        """From a QIDO-RS answer (the study page asks the archive itself)."""
         return cls(
             study_uid=str(study.StudyInstanceUID),
             patient_name=person_name(study.get("PatientName")),
@@ -55,6 +63,31 @@ class WorklistRow:
             images=text_value(study, "NumberOfStudyRelatedInstances"),
         )
 
+    @classmethod
+    def from_index(cls, study: IndexedStudy) -> WorklistRow:
+        return cls(
+            study_uid=study.study_uid,
+            patient_name=person_name(study.patient_name),
+            patient_id=study.patient_id,
+            study_date=dicom_date(study.study_date),
+            study_time=study.study_time,
+            modalities=study.modalities.replace("\\", "/"),
+            description=study.description,
+            accession=study.accession,
+            images=str(study.images),
+        )
+
+
+def status_of(study: IndexedStudy) -> StudyStatus:
+    """The worklist state the index row holds (kept by database triggers: see migration 0006)."""
+    flags = list(Triage)
+    return StudyStatus(
+        ai=AIStatus(study.ai_status),
+        triage=flags[min(study.triage_rank, len(flags) - 1)],
+        read=study.was_read,
+        triage_failed=study.triage_failed,
+    )
+
 
 @dataclass(frozen=True)
 class Filters:
@@ -66,26 +99,29 @@ class Filters:
     ai: AIStatus | None = None
     read: bool | None = None
 
-    def archive_queries(self) -> list[dict[str, str]]:
-        """QIDO-RS has no OR: a search text is one query on patient ID and one on accession number."""
-        common = {"ModalitiesInStudy": self.modality, "StudyDate": self._date_range()}
-        if not self.q:
-            return [common]
-        return [{**common, "PatientID": self.q}, {**common, "AccessionNumber": self.q}]
-
-    def _date_range(self) -> str:
-        if self.date_from is None and self.date_to is None:
-            return ""
-        start = self.date_from.strftime("%Y%m%d") if self.date_from else ""
-        end = self.date_to.strftime("%Y%m%d") if self.date_to else ""
-        return f"{start}-{end}"
-
-    def keeps(self, status: StudyStatus) -> bool:
-        return (
-            (self.flag is None or status.triage is self.flag)
-            and (self.ai is None or status.ai is self.ai)
-            and (self.read is None or status.read is self.read)
-        )
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The filters as SQL over the study index."""
+        found: list[ColumnElement[bool]] = []
+        if self.q:
+            found.append(
+                or_(_matches(IndexedStudy.patient_id, self.q), _matches(IndexedStudy.accession, self.q))
+            )
+        if self.modality:
+            found.append(_has_modality(self.modality))
+        if self.date_from is not None:
+            found.append(IndexedStudy.study_date >= self.date_from.strftime("%Y%m%d"))
+        if self.date_to is not None:
+            found += [
+                IndexedStudy.study_date <= self.date_to.strftime("%Y%m%d"),
+                IndexedStudy.study_date != "",
+            ]
+        if self.flag is not None:
+            found.append(IndexedStudy.triage_rank == self.flag.rank)
+        if self.ai is not None:
+            found.append(IndexedStudy.ai_status == self.ai.value)
+        if self.read is not None:
+            found.append(IndexedStudy.was_read.is_(self.read))
+        return found
 
     def in_audit(self) -> dict[str, str]:
         asked = {"search": self.q, "modality": self.modality, "from": str(self.date_from or "")}
@@ -94,21 +130,60 @@ class Filters:
         return {key: value for key, value in asked.items() if value}
 
 
+def _matches(column: InstrumentedAttribute[str], text: str) -> ColumnElement[bool]:
+    """DICOM matching: exact (an index lookup), or with * and ? as wildcards."""
+    if "*" not in text and "?" not in text:
+        return column == text
+    escaped = text.replace(ESCAPE, ESCAPE * 2).replace("%", f"{ESCAPE}%").replace("_", f"{ESCAPE}_")
+    return column.like(escaped.replace("*", "%").replace("?", "_"), escape=ESCAPE)
+
+
+def _has_modality(modality: str) -> ColumnElement[bool]:
+    """One of the study's image modalities (backslash-separated in the index); the form allows A-Z only."""
+    column = IndexedStudy.modalities
+    return or_(
+        column == modality,
+        column.like(f"{modality}\\%", escape=ESCAPE),
+        column.like(f"%\\{modality}", escape=ESCAPE),
+        column.like(f"%\\{modality}\\%", escape=ESCAPE),
+    )
+
+
 @dataclass(frozen=True)
 class Entry:
     study: WorklistRow
     status: StudyStatus
 
 
-async def find_studies(archive: Archive, filters: Filters) -> list[WorklistRow]:
-    answers = await asyncio.gather(*(archive.search_studies(query) for query in filters.archive_queries()))
-    found = {row.study_uid: row for answer in answers for row in map(WorklistRow.from_dataset, answer)}
-    return list(found.values())
+@dataclass(frozen=True)
+class Page:
+    entries: list[Entry]
+    number: int  # 1-based
+    total: int  # studies matching the filters, in the whole archive
+
+    @property
+    def first(self) -> int:
+        """The 1-based position of the page's first study ("101-200 of 5,000")."""
+        return (self.number - 1) * PAGE_SIZE + 1 if self.entries else 0
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.entries) - 1 if self.entries else 0
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // PAGE_SIZE))
 
 
-def worklist_order(entry: Entry) -> tuple[int, str, str]:
-    """Urgent first, then oldest first (the one waiting longest)."""
-    return entry.status.triage.rank, entry.study.study_date or "9999", entry.study.study_time
+def find_page(db: Session, filters: Filters, number: int = 1) -> Page:
+    """One page of the matching studies in worklist order, and how many match in all."""
+    where = filters.conditions()
+    total = int(db.scalar(select(func.count()).select_from(IndexedStudy).where(*where)) or 0)
+    number = min(number, max(1, -(-total // PAGE_SIZE)))  # past the end: the last page
+    query = select(IndexedStudy).where(*where).order_by(*WORKLIST_ORDER)
+    studies = db.scalars(query.offset((number - 1) * PAGE_SIZE).limit(PAGE_SIZE)).all()
+    entries = [Entry(WorklistRow.from_index(study), status_of(study)) for study in studies]
+    return Page(entries, number, total)
 
 
 @router.get("/")
@@ -117,10 +192,9 @@ def home() -> Response:
 
 
 @router.get("/worklist")
-async def worklist(
+def worklist(
     request: Request,
     _: Reader,
-    archive: ArchiveClient,
     db: DbSession,
     trail: Audit,
     q: SearchText = "",
@@ -130,29 +204,25 @@ async def worklist(
     flag: Annotated[Triage | None, BlankIsNone] = None,
     ai: Annotated[AIStatus | None, BlankIsNone] = None,
     read: Annotated[bool | None, BlankIsNone] = None,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
 ) -> Response:
     filters = Filters(q.strip(), modality, date_from, date_to, flag, ai, read)
-    studies = await find_studies(archive, filters)
-    statuses = study_statuses(db, [study.study_uid for study in studies])
-    entries = sorted(
-        (
-            Entry(study, statuses[study.study_uid])
-            for study in studies
-            if filters.keeps(statuses[study.study_uid])
-        ),
-        key=worklist_order,
-    )
+    found = find_page(db, filters, page)
     if request.headers.get("HX-Trigger") != REFRESH_TRIGGER:
         trail.record(
             audit.EventType.QUERY,
             action=audit.Action.EXECUTE,
             detail={"scope": "worklist", "filters": filters.in_audit()},
         )
-    template = "reading/worklist_rows.html" if request.headers.get("HX-Request") else "reading/worklist.html"
+    partial = bool(request.headers.get("HX-Request"))
+    asked = {key: value for key, value in request.query_params.items() if key != "page"}
     return render(
         request,
-        template,
-        entries=entries,
+        "reading/worklist_rows.html" if partial else "reading/worklist.html",
+        entries=found.entries,
+        page=found,
+        partial=partial,
+        query_for=lambda number: urlencode({**asked, "page": str(number)}),
         filters=filters,
         modalities=MODALITIES,
         flags=list(Triage),

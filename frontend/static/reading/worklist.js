@@ -61,3 +61,14 @@ document.body.addEventListener("htmx:afterSwap", () => {
   const row = rows().find((candidate) => candidate.dataset.studyUid === selectedUid);
   if (row) select(row);
 });
+
+// A changed filter starts again at the first page; the hidden page field keeps the page for the
+// self-refresh. Capture phase: before htmx reads the form.
+const filters = document.getElementById("worklist-filters");
+for (const type of ["input", "change"]) {
+  filters.addEventListener(type, (event) => {
+    if (event.target instanceof HTMLElement && event.target.getAttribute("name") !== "page") {
+      filters.elements.namedItem("page").value = "1";
+    }
+  }, true);
+}

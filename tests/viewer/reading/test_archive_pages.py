@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from openaim.audit import AuditEvent
 from orthanc import OrthancConnection
 from tests.viewer.conftest import sign_in
+from tests.viewer.study_index_fixtures import index_studies
 
 HOSTILE_NAME = "<script>alert(1)</script>^Evil"
 
@@ -51,14 +52,22 @@ def studies(orthanc: OrthancConnection, shared_data: Path) -> dict[str, str]:
     return {"ct": ct_study, "hostile": str(hostile.StudyInstanceUID), "hostile_rendered": hostile_rendered}
 
 
+@pytest.fixture
+def listed(studies: dict[str, str], orthanc: OrthancConnection, db: sessionmaker[Session]) -> dict[str, str]:
+    """The studies, in this test's study index (what the worklist lists)."""
+    index_studies(orthanc, db, studies["ct"], studies["hostile"])
+    return studies
+
+
 def _instance_count(orthanc: OrthancConnection) -> int:
     with orthanc.client() as client:
         return int(client.get("/statistics").json()["CountInstances"])
 
 
 def test_worklist_lists_studies_with_their_main_attributes(
-    radiologist: TestClient, studies, orthanc: OrthancConnection
+    radiologist: TestClient, listed: dict[str, str], orthanc: OrthancConnection
 ) -> None:
+    studies = listed
     with orthanc.client() as client:  # other tests may add objects (e.g. SEG) to the shared CT study
         orthanc_id = client.post("/tools/lookup", content=studies["ct"]).json()[0]["ID"]
         instances = len(client.get(f"/studies/{orthanc_id}/instances").json())
@@ -71,14 +80,16 @@ def test_worklist_lists_studies_with_their_main_attributes(
     assert f'<td class="num">{instances}</td>' in row
 
 
-def test_worklist_searches_by_patient_id_with_htmx_partial(radiologist: TestClient, studies) -> None:
+def test_worklist_searches_by_patient_id_with_htmx_partial(radiologist: TestClient, listed) -> None:
+    studies = listed
     response = radiologist.get("/worklist", params={"q": "HOSTILE-1"}, headers={"HX-Request": "true"})
     assert response.status_code == 200
     assert "<html" not in response.text  # only the rows
     assert studies["hostile"] in response.text and studies["ct"] not in response.text
 
 
-def test_script_in_patient_name_is_shown_as_text(radiologist: TestClient, studies) -> None:
+def test_script_in_patient_name_is_shown_as_text(radiologist: TestClient, listed) -> None:
+    studies = listed
     for url in ("/worklist", f"/studies/{studies['hostile']}"):
         page = radiologist.get(url).text
         assert "<script>alert(1)</script>" not in page
@@ -192,7 +203,8 @@ def test_roles_are_enforced(client: TestClient, studies) -> None:
     assert response.status_code == 403
 
 
-def test_worklist_search_accepts_dicom_wildcards(radiologist: TestClient, studies) -> None:
+def test_worklist_search_accepts_dicom_wildcards(radiologist: TestClient, listed) -> None:
+    studies = listed
     rows = radiologist.get("/worklist", params={"q": "HOSTILE-*"}, headers={"HX-Request": "true"})
     assert studies["hostile"] in rows.text and studies["ct"] not in rows.text
 

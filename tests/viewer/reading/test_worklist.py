@@ -19,6 +19,7 @@ from openaim.db import transaction
 from openaim.settings import Settings
 from orthanc import OrthancConnection
 from tests.viewer.ai_fixtures import Image2D, add_job, add_result, install_model, store_chest_image
+from tests.viewer.study_index_fixtures import index_studies
 from viewer.access.users import find_user
 from viewer.reading.reads import Impression, record_impression
 
@@ -48,6 +49,7 @@ def ward(
             ("urgent", "20240106"),
         ]
     }
+    index_studies(orthanc, db, *(image.study_uid for image in images.values()))
     clinical = install_model(db, settings, tmp_path / "clinical", Mode.CLINICAL, number=1)
     shadow = install_model(db, settings, tmp_path / "shadow", Mode.SHADOW, number=2)
     add_result(db, images["routine"], clinical, "routine", {"Effusion": 0.1, "Pneumothorax": 0.1})
@@ -108,9 +110,14 @@ def test_filters_by_flag_status_read_and_date(
 
 
 def test_search_finds_a_study_by_patient_id_or_accession(
-    radiologist: TestClient, ward: dict[str, Image2D], orthanc: OrthancConnection, shared_data: Path
+    radiologist: TestClient,
+    ward: dict[str, Image2D],
+    orthanc: OrthancConnection,
+    shared_data: Path,
+    db: sessionmaker[Session],
 ) -> None:
     accession_only = store_chest_image(orthanc, shared_data, "20240107", "SOMEONE-ELSE", accession="ACC-WL-1")
+    index_studies(orthanc, db, accession_only.study_uid)
     by_accession = radiologist.get("/worklist", params={"q": "ACC-WL-1"}, headers=HTMX).text
     assert accession_only.study_uid in by_accession
     assert ward["urgent"].study_uid not in by_accession

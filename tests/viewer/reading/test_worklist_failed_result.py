@@ -16,6 +16,7 @@ from openaim.db import transaction
 from openaim.settings import Settings
 from orthanc import OrthancConnection
 from tests.viewer.ai_fixtures import add_result, install_model, store_chest_image
+from tests.viewer.study_index_fixtures import index_studies
 
 
 def test_a_flag_from_a_failed_result_says_the_result_failed(
@@ -29,6 +30,7 @@ def test_a_flag_from_a_failed_result_says_the_result_failed(
     patient = f"WL-FAILED-{tmp_path.name}"
     failed = store_chest_image(orthanc, shared_data, "20240201", patient_id=patient)
     stored = store_chest_image(orthanc, shared_data, "20240202", patient_id=patient)
+    index_studies(orthanc, db, failed.study_uid, stored.study_uid)
     version = install_model(db, settings, tmp_path / "clinical", Mode.CLINICAL)
     add_result(db, failed, version, "priority", {"Effusion": 0.2, "Pneumothorax": 0.9})
     add_result(db, stored, version, "priority", {"Effusion": 0.2, "Pneumothorax": 0.9})
