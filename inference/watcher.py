@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, select
+from sqlalchemy import String, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from inference.archive import InferenceArchive, NotInArchive
 from inference.catalog import ModelVersion
 from inference.dicom_results.uids import ResultUids
 from inference.jobs import Job
-from inference.router import Candidate, route_series
+from inference.own_objects import is_own_object
+from inference.router import Candidate, UnroutedSeries, route_series
 from openaim.db import Base, UTCDateTime, transaction, utcnow
 
 
@@ -73,20 +74,15 @@ def poll(
         candidates = candidates_of(db)
         ours = set(db.scalars(select(ModelVersion.device_uid)))
         for series in to_route:
-            if not made_by(series.tags, ours):  # our own SR/SEG re-stabilise the study: not news
+            if is_own_object(series.tags, ours):  # our own SR/SEG re-stabilise the study: not news
+                # listed as unrouted before it was recognised (a version since gone from the catalog)
+                db.execute(delete(UnroutedSeries).where(UnroutedSeries.series_uid == series.series_uid))
+            else:
                 route_series(db, series.study_uid, series.series_uid, series.tags, candidates)
         cursor = db.get(ChangeCursor, CURSOR_NAME) or ChangeCursor(name=CURSOR_NAME)
         cursor.last_seq = last
         db.add(cursor)
     return len(changes)
-
-
-def made_by(tags: dict[str, Any], device_uids: set[str]) -> bool:
-    """Whether an object names one of these algorithms in its Contributing Equipment (an AI result)."""
-    equipment = tags.get("ContributingEquipmentSequence")
-    if not isinstance(equipment, list):
-        return False
-    return any(isinstance(item, dict) and item.get("DeviceUID") in device_uids for item in equipment)
 
 
 def _new_series_of(

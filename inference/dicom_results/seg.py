@@ -30,6 +30,7 @@ from inference.dicom_results.times import settle, stamps
 log = logging.getLogger("openaim.inference")
 
 SEG_SERIES_NUMBER = 9902  # high, so that AI series sort after the acquired ones in a PACS series list
+SEG_SERIES_PREFIX = "AI heatmaps: "  # then the algorithm's name (inference/own_objects.py reads it back)
 MAX_FRACTIONAL_VALUE = 255
 
 
@@ -82,7 +83,7 @@ def build_seg(
         max_fractional_value=MAX_FRACTIONAL_VALUE,
         content_label="HEATMAP",
         content_description=fit(f"AI heatmaps: {algorithm.name}"),
-        series_description=fit(f"AI heatmaps: {algorithm.name}"),
+        series_description=fit(f"{SEG_SERIES_PREFIX}{algorithm.name}"),
         plane_positions=positions,
         omit_empty_frames=False,  # one frame per segment, even an all-zero one: a reference never dangles
         contributing_equipment=[algorithm.contributing_equipment(when)],

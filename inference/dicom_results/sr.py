@@ -48,6 +48,7 @@ from inference.dicom_results.source import referenced_frame
 from inference.dicom_results.times import settle, stamps
 
 SR_SERIES_NUMBER = 9901  # beside the SEG's 9902: high, so AI series sort after the acquired ones
+SR_SERIES_PREFIX = "AI results: "  # then the algorithm's name (inference/own_objects.py reads it back)
 TRIAGE_TRACKING_ID = "triage"
 
 Group = hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
@@ -95,7 +96,7 @@ def build_sr(
         is_complete=True,
         is_final=False,  # PRELIMINARY: machine output that no reader has verified or signed
         is_verified=False,
-        series_description=fit(f"AI results: {algorithm.name}"),
+        series_description=fit(f"{SR_SERIES_PREFIX}{algorithm.name}"),
         contributing_equipment=[algorithm.contributing_equipment(when)],
         coding_schemes=coding_schemes(*concepts),
         specific_character_set=CHARACTER_SET,

@@ -172,7 +172,12 @@ def renumbered(paths: list[Path]) -> list[pydicom.Dataset]:
 
 
 def store_result_object(
-    orthanc: OrthancConnection, image: Image2D, modality: str, description: str, device_uid: str = ""
+    orthanc: OrthancConnection,
+    image: Image2D,
+    modality: str,
+    description: str,
+    device_uid: str = "",
+    series_number: int = 9901,
 ) -> str:
     """An SR or SEG series in the image's study, as an AI result (or a reader's feedback) lands there: only
     the attributes the study page reads (the AI panel's parsing has tests of its own), and the algorithm's
@@ -192,7 +197,7 @@ def store_result_object(
         modality
     ]
     dataset.SOPInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
-    dataset.Modality, dataset.SeriesDescription, dataset.SeriesNumber = modality, description, 9901
+    dataset.Modality, dataset.SeriesDescription, dataset.SeriesNumber = modality, description, series_number
     dataset.InstanceNumber = 1
     if device_uid:
         equipment = pydicom.Dataset()

@@ -39,12 +39,14 @@ from inference.dicom_results.coding import CHARACTER_SET, PRIVATE_SCHEME, coding
 from inference.dicom_results.source import referenced_frame
 from inference.dicom_results.sr import _closed_polyline as closed_polyline
 from inference.dicom_results.times import settle, stamps
+from inference.own_objects import FEEDBACK_SERIES_DESCRIPTION, FEEDBACK_SERIES_NUMBER
 from viewer.feedback.records import Reason, Verdict
 from viewer.reading.reads import Impression
 
 PRIVATE = PRIVATE_SCHEME
-SERIES_NUMBER = 9903  # beside the AI's SR (9901) and SEG (9902): after the acquired series
-SERIES_DESCRIPTION = "AI feedback"
+# Ours, as the watcher and the Models page recognise them (inference/own_objects.py)
+SERIES_NUMBER = FEEDBACK_SERIES_NUMBER
+SERIES_DESCRIPTION = FEEDBACK_SERIES_DESCRIPTION
 MANUFACTURER = "openaim"
 MODEL_NAME = "openaim viewer"
 
