@@ -15,7 +15,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, func, select
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    select,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -55,12 +66,19 @@ REASONS = (*(reason.value for reason in Reason), DISAGREE, TRIAGE_WRONG, REVIEW_
 class Feedback(Base):
     __tablename__ = "feedback"
     __table_args__ = (
+        # Also how a row's newer version is found (the review queue's "current" check).
         UniqueConstraint("user_id", "study_uid", "target", "version", name="uq_feedback_version"),
+        # The orders the review queue and "My feedback" read in, so that a page stops early at any volume
+        # (migration 0007): everyone's rows by time, one reader's, one model's, one finding's.
+        Index("ix_feedback_created_at_id", "created_at", "id"),
+        Index("ix_feedback_user_id_created_at", "user_id", "created_at", "id"),
+        Index("ix_feedback_model_id_created_at", "model_id", "created_at", "id"),
+        Index("ix_feedback_finding_label_created_at", "finding_label", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     client_id: Mapped[str] = mapped_column(String(36), unique=True)  # made by the browser: retries are safe
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     study_uid: Mapped[str] = mapped_column(String(64), index=True)
     kind: Mapped[str] = mapped_column(String(16))
     # What the row is about, stable across versions: "study", "finding:<finding id>", "missed:<uuid>"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from datetime import date
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
@@ -37,7 +38,7 @@ from viewer.review.meetings import (
     record_decision,
     start_meeting,
 )
-from viewer.review.queue import QueueFilters, filter_choices, review_queue
+from viewer.review.queue import PAGE_SIZE, QueueFilters, filter_choices, queue_cases, review_queue
 from viewer.review.records import Outcome, ReviewCase, ReviewMeeting
 from viewer.templates import render
 
@@ -63,6 +64,7 @@ def queue_page(
     finding: FilterText = "",
     reason: Annotated[str, Query(pattern=f"^({'|'.join(REASONS)})?$")] = "",
     state: Annotated[str, Query(pattern=r"^(open|decided)?$")] = "",
+    after: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
     filters = QueueFilters(model, date_from, date_to, finding, reason, state)
     trail.record(
@@ -71,16 +73,27 @@ def queue_page(
         detail={"scope": "review queue", "filters": filters.in_audit()},
     )
     models, findings = filter_choices(db)
+    page = review_queue(db, filters, after)
     return render(
         request,
         "review/queue.html",
-        cases=review_queue(db, filters),
+        cases=page.cases,
+        next_page=_page_url(request, page.next_after) if page.next_after else None,
+        first_page=_page_url(request, None) if after else None,
+        page_size=PAGE_SIZE,
         filters=filters,
         reasons=REASONS,
         users=_colleagues(db),
         models=models,
         findings=findings,
     )
+
+
+def _page_url(request: Request, after: int | None) -> str:
+    """This queue, same filters, from ``after`` (None: from the start)."""
+    params = [(key, value) for key, value in request.query_params.multi_items() if key != "after"]
+    params += [("after", str(after))] if after else []
+    return f"{request.url.path}?{urlencode(params)}"
 
 
 def _colleagues(db: Session) -> list[User]:
@@ -102,7 +115,7 @@ def new_meeting(
         raise HTTPException(422, "A meeting needs a title.")
     if any(not re.fullmatch(UID_PATTERN, uid) for uid in case):
         raise HTTPException(422, "A case is not a study UID.")
-    queued = {item.study_uid: item for item in review_queue(db, QueueFilters())}
+    queued = {item.study_uid: item for item in queue_cases(db, list(dict.fromkeys(case)))}
     missing = [uid for uid in case if uid not in queued]
     if missing:
         raise HTTPException(422, "A chosen case is not in the review queue (any more).")
