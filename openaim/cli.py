@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -15,6 +16,7 @@ from openaim.settings import Settings, generated_secret
 if TYPE_CHECKING:
     from openaim.seed import SeedReport
     from orthanc import OrthancConnection
+    from viewer.access.accounts import AccountChange
 
 app = typer.Typer(help="openaim: open AI medical imaging platform.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -177,7 +179,8 @@ def user_add(
     ] = False,
 ) -> None:
     """Add a user with one or more roles. The password is asked for, never passed as an argument."""
-    from viewer.access.users import Role, UserExistsError, add_user
+    from viewer.access.accounts import add_account
+    from viewer.access.users import Role
 
     try:
         roles = {Role(value) for value in role}
@@ -185,17 +188,69 @@ def user_add(
         raise typer.BadParameter(
             f"{error}; choose from {', '.join(r.value for r in Role)}", param_hint="--role"
         ) from error
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _password(password_stdin, "Password")
+    _account_change(
+        lambda db, actor: add_account(db, actor, username, display_name, roles, password, must_change=False)
+    )
+    typer.echo(f"Added {username} ({', '.join(sorted(roles))}).")
+
+
+def _password(from_stdin: bool, prompt: str) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return typer.prompt(prompt, hide_input=True, confirmation_prompt=True)
+
+
+def _account_change(change: Callable[[Session, str], AccountChange]) -> AccountChange:
+    """Make one account change as ``cli:<os user>`` (the rules of viewer.access.accounts hold here as on
+    the admin pages) and audit it; a refusal ends the command with exit 1."""
+    from inference.cli import cli_username
+    from openaim import audit
+    from viewer.access.accounts import AccountError
+
+    factory = _database(_settings())
     try:
-        with transaction(_database(_settings())) as db:
-            add_user(db, username, password, roles, display_name=display_name)
-    except (UserExistsError, ValueError) as error:
+        with transaction(factory) as db:
+            done = change(db, cli_username())
+    except (AccountError, ValueError) as error:  # UserExistsError and refused passwords too
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from error
-    typer.echo(f"Added {username} ({', '.join(sorted(roles))}).")
+    audit.record(factory, audit.EventType.SECURITY_ALERT, **done.audit_fields())
+    return done
+
+
+@user_app.command("disable")
+def user_disable(username: str) -> None:
+    """Disable a user and end their sessions. The last active admin cannot be disabled."""
+    from viewer.access.accounts import disable
+
+    typer.echo(_account_change(lambda db, actor: disable(db, actor, username)).describe())
+
+
+@user_app.command("enable")
+def user_enable(username: str) -> None:
+    """Let a disabled user sign in again."""
+    from viewer.access.accounts import enable
+
+    typer.echo(_account_change(lambda db, actor: enable(db, actor, username)).describe())
+
+
+@user_app.command("reset-password")
+def user_reset_password(
+    username: str,
+    password_stdin: Annotated[
+        bool, typer.Option(help="Read the temporary password from standard input instead of generating one.")
+    ] = False,
+) -> None:
+    """Reset a password (e.g. an admin who lost theirs): the user's sessions end and they must choose a new
+    one at the next sign-in. Without --password-stdin a password is generated and printed once."""
+    from viewer.access.accounts import generated_password, reset_password
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else generated_password()
+    change = _account_change(lambda db, actor: reset_password(db, actor, username, password))
+    typer.echo(change.describe())
+    if not password_stdin:
+        typer.echo(f"Temporary password (shown once): {password}")
 
 
 @user_app.command("blinded")

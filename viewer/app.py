@@ -19,9 +19,15 @@ from openaim.db import make_engine, session_factory
 from openaim.logs import uvicorn_log_config
 from openaim.settings import Settings
 from orthanc import OrthancConnection
-from viewer.access import signin
-from viewer.access.deps import NotSignedInError, check_csrf, current_user
+from viewer.access import password, signin
+from viewer.access.deps import (
+    NotSignedInError,
+    PasswordChangeRequiredError,
+    check_csrf,
+    current_user,
+)
 from viewer.access.headers import SecurityHeaders
+from viewer.admin import audit_log, users
 from viewer.ai_results import foreign_masks, heatmaps
 from viewer.archive.client import Archive, ArchiveError
 from viewer.case_packs import api as case_packs_api
@@ -59,6 +65,7 @@ def create_app(settings: Settings, orthanc: OrthancConnection) -> FastAPI:
     app.state.templates = make_templates(settings.frontend_dir)
 
     app.include_router(signin.router)
+    app.include_router(password.router)  # its own check: reachable while a password must change
     signed_in = [Depends(current_user), Depends(check_csrf)]
     routers = (
         worklist,
@@ -76,6 +83,8 @@ def create_app(settings: Settings, orthanc: OrthancConnection) -> FastAPI:
         review_pages,
         my_feedback,
         case_packs_api,
+        users,
+        audit_log,
     )
     for module in routers:
         app.include_router(module.router, dependencies=signed_in)
@@ -110,6 +119,13 @@ def _add_error_handlers(app: FastAPI) -> None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/signin?next={quote(target)}", status_code=303)
         return JSONResponse({"detail": "Sign in first."}, status_code=401)
+
+    @app.exception_handler(PasswordChangeRequiredError)
+    async def password_change_required(request: Request, _: PasswordChangeRequiredError) -> Response:
+        if _wants_html(request):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/account/password?next={quote(target)}", status_code=303)
+        return JSONResponse({"detail": "Change your password first."}, status_code=403)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -97,3 +98,58 @@ def test_verify_command_exits_1_on_a_tampered_trail(
     result = CliRunner().invoke(cli, ["audit", "verify"])
     assert result.exit_code == 1
     assert "row 4: content was altered" in result.output
+
+
+def test_verify_names_the_first_broken_row(trail) -> None:
+    _disable_append_only(trail)
+    with trail() as db, db.begin():
+        db.execute(text("UPDATE audit_events SET detail = '{}' WHERE id IN (2, 4)"))
+    with trail() as db:
+        result = audit.verify(db)
+    assert result.first_broken_row == 2
+    with trail() as db, db.begin():
+        db.execute(text("DELETE FROM audit_events"))
+    with trail() as db:
+        assert audit.verify(db).first_broken_row is None
+
+
+def _at(factory, when: datetime, event_type: EventType, username: str) -> None:
+    """An event as if written at ``when`` (record() stamps the present)."""
+    with factory() as db, db.begin():
+        audit._append(
+            db,
+            audit.AuditEvent(
+                occurred_at=when,
+                event_type=event_type.value,
+                action="E",
+                outcome=0,
+                username=username,
+                detail="{}",
+            ),
+        )
+
+
+def test_newest_filters_in_sql_pages_by_id_and_oldest_first_streams_batches(factory) -> None:
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+    for number in range(30):
+        kind = EventType.QUERY if number % 3 else EventType.USER_AUTHENTICATION
+        _at(factory, day + timedelta(hours=number * 6), kind, f"user{number % 2}")
+    selection = audit.AuditFilter(
+        username="user0",
+        event_type=EventType.QUERY,
+        since=day + timedelta(days=1),
+        until=day + timedelta(days=5),
+    )
+    with factory() as db:
+        first = audit.newest(db, selection, limit=3)
+        second = audit.newest(db, selection, limit=3, before_id=first[-1].id)
+        everything = audit.newest(db, selection, limit=100)
+    expected = [
+        number + 1
+        for number in range(30)
+        if number % 2 == 0 and number % 3 and 4 <= number < 20  # days 1..4, hours in 6s
+    ]
+    assert [row.id for row in everything] == expected[::-1]
+    assert [row.id for row in first + second] == expected[::-1][:6]
+    assert [row.id for row in audit.oldest_first(factory, selection, batch=2)] == expected
+    assert len(list(audit.oldest_first(factory, audit.AuditFilter(), batch=7))) == 30

@@ -84,6 +84,31 @@ def test_user_blinded_turns_the_blinded_read_on_and_off(env: dict[str, str]) -> 
     assert unknown.exit_code == 1 and "no user" in unknown.output
 
 
+def test_user_commands_share_the_admin_rules_and_are_audited(env: dict[str, str]) -> None:
+    runner = CliRunner()
+    add = ["user", "add", "boss", "-r", "admin", "--password-stdin"]
+    assert runner.invoke(cli, add, input=PASSWORD).exit_code == 0
+    last = runner.invoke(cli, ["user", "disable", "boss"])
+    assert last.exit_code == 1 and "last active admin" in last.output
+    reset = runner.invoke(cli, ["user", "reset-password", "boss"])
+    assert reset.exit_code == 0, reset.output
+    temporary = re.search(r"Temporary password \(shown once\): (\S+)", reset.output)
+    assert temporary is not None
+    factory = session_factory(make_engine(f"sqlite:///{env['OPENAIM_DATA_DIR']}/openaim.db"))
+    with factory() as db:
+        user = check_password(db, "boss", temporary.group(1))
+        assert user is not None and user.must_change_password
+        assert check_password(db, "boss", PASSWORD) is None
+        trail = db.execute(text("SELECT username, detail FROM audit_events ORDER BY id")).all()
+    assert [detail for _, detail in trail] == [
+        '{"change": "added", "roles_after": ["admin"], "roles_before": [], '
+        '"subtype": "UserSecurityAttributesChanged", "target": "boss"}',
+        '{"change": "password reset", "subtype": "UserSecurityAttributesChanged", "target": "boss"}',
+    ]
+    assert all(username.startswith("cli:") for username, _ in trail)
+    assert runner.invoke(cli, ["user", "disable", "nobody"]).exit_code == 1
+
+
 @pytest.mark.slow
 def test_demo_serves_the_platform_and_ctrl_c_leaves_no_orthanc_running(tmp_path: Path) -> None:
     port = free_port()

@@ -30,15 +30,22 @@ class PageUser:
     display_name: str
     roles: tuple[str, ...]
     csrf_token: str
+    must_change_password: bool = False
 
     @classmethod
     def of(cls, session: UserSession) -> PageUser:
         roles = tuple(sorted(role.value for role in session.user.roles))
-        return cls(session.user.display_name, roles, session.csrf_token)
+        user = session.user
+        return cls(user.display_name, roles, session.csrf_token, user.must_change_password)
 
 
 class NotSignedInError(Exception):
     """Raised by ``current_user``; the app answers with the sign-in page (HTML) or 401 (API)."""
+
+
+class PasswordChangeRequiredError(Exception):
+    """Raised by ``current_user`` while the user still has a password an admin chose; the app answers
+    with the password form (HTML) or 403 (API)."""
 
 
 def cookie_names(settings: Settings) -> tuple[str, str]:
@@ -94,10 +101,25 @@ async def current_user(
 ) -> User:
     if session is None:
         raise NotSignedInError
+    if session.user.must_change_password:
+        raise PasswordChangeRequiredError
     return session.user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def current_session(
+    session: Annotated[UserSession | None, Depends(signed_in_session)],
+) -> UserSession:
+    """The signed-in session even while its user must change their password: only the password form
+    takes this instead of ``CurrentUser``."""
+    if session is None:
+        raise NotSignedInError
+    return session
+
+
+PasswordChanger = Annotated[UserSession, Depends(current_session)]
 
 
 def require_roles(*roles: Role) -> Callable[[User], Awaitable[User]]:

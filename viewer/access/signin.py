@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -83,7 +84,10 @@ def signin(
         username=user.username,
         detail={"subtype": "Login", "method": "password"},
     )
-    response = RedirectResponse(safe_next(next), status_code=303)
+    target = safe_next(next)
+    if user.must_change_password:  # a password an admin chose opens nothing but the password form
+        target = f"/account/password?next={quote(target)}"
+    response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         cookie_names(settings)[0],
         token,

@@ -28,6 +28,9 @@ class User(Base):
     display_name: Mapped[str] = mapped_column(String(128))
     password_hash: Mapped[str | None] = mapped_column(String(256))  # None: external sign-in only
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Set when an admin chose the password (a new account, a reset): until the user picks their own,
+    # every page but the password form sends them there.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Blinded read: the AI stays hidden on a study until this reader has recorded an impression.
     blinded_read: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -53,25 +56,51 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 
 
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 1024  # argon2 hashes any length; a bound keeps a request from costing more
+
+
 class UserExistsError(ValueError):
     pass
 
 
+def check_password_rules(password: str) -> None:
+    """Raise ValueError, with a sentence a person can act on, when a password may not be used."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"a password has at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise ValueError(f"a password has at most {MAX_PASSWORD_LENGTH} characters")
+
+
+def set_password(user: User, password: str, *, must_change: bool) -> None:
+    """Store a new password's hash; ``must_change`` when someone other than the user chose it."""
+    check_password_rules(password)
+    user.password_hash = _hasher.hash(password)
+    user.must_change_password = must_change
+
+
 def add_user(
-    db: Session, username: str, password: str | None, roles: set[Role], display_name: str = ""
+    db: Session,
+    username: str,
+    password: str | None,
+    roles: set[Role],
+    display_name: str = "",
+    *,
+    must_change_password: bool = False,
 ) -> User:
     if not username or len(username) > 64:
         raise ValueError("a username has 1 to 64 characters")
     if not roles:
         raise ValueError("a user needs at least one role")
-    if password is not None and len(password) < 12:
-        raise ValueError("a password has at least 12 characters")
+    if password is not None:
+        check_password_rules(password)
     if find_user(db, username) is not None:
         raise UserExistsError(f"user {username!r} already exists")
     user = User(
         username=username,
         display_name=display_name or username,
         password_hash=_hasher.hash(password) if password is not None else None,
+        must_change_password=must_change_password and password is not None,
         role_rows=[UserRole(role=Role(role).value) for role in sorted(roles)],
     )
     db.add(user)
