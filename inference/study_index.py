@@ -39,6 +39,8 @@ class IndexedStudy(Base):
         Index("ix_studies_ai_status_worklist", "ai_status", "triage_rank", "waiting_since", "id"),
         Index("ix_studies_was_read_worklist", "was_read", "triage_rank", "waiting_since", "id"),
         Index("ix_studies_modalities_worklist", "modalities", "triage_rank", "waiting_since", "id"),
+        # "unread, these days": the days' few rows, not every unread study
+        Index("ix_studies_was_read_study_date", "was_read", "study_date"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -99,15 +99,15 @@ class Filters:
     ai: AIStatus | None = None
     read: bool | None = None
 
-    def conditions(self) -> list[ColumnElement[bool]]:
-        """The filters as SQL over the study index."""
+    def conditions(self, db: Session) -> list[ColumnElement[bool]]:
+        """The filters as SQL over the study index, each one an index can answer."""
         found: list[ColumnElement[bool]] = []
         if self.q:
-            found.append(
-                or_(_matches(IndexedStudy.patient_id, self.q), _matches(IndexedStudy.accession, self.q))
-            )
+            sqlite = db.get_bind().dialect.name == "sqlite"
+            columns = (IndexedStudy.patient_id, IndexedStudy.accession)
+            found.append(or_(*(_matches(column, self.q, sqlite) for column in columns)))
         if self.modality:
-            found.append(_has_modality(self.modality))
+            found.append(IndexedStudy.modalities.in_(modality_sets_with(db, self.modality)))
         if self.date_from is not None:
             found.append(IndexedStudy.study_date >= self.date_from.strftime("%Y%m%d"))
         if self.date_to is not None:
@@ -130,23 +130,28 @@ class Filters:
         return {key: value for key, value in asked.items() if value}
 
 
-def _matches(column: InstrumentedAttribute[str], text: str) -> ColumnElement[bool]:
-    """DICOM matching: exact (an index lookup), or with * and ? as wildcards."""
+def _matches(column: InstrumentedAttribute[str], text: str, sqlite: bool) -> ColumnElement[bool]:
+    """DICOM matching, case-sensitive: exact (an index lookup), or with * and ? as wildcards. SQLite's
+    GLOB has DICOM's wildcards and uses the index for a fixed start (its LIKE ignores case, and cannot)."""
     if "*" not in text and "?" not in text:
         return column == text
+    if sqlite:
+        return column.op("GLOB")(text.replace("[", "[[]"))
     escaped = text.replace(ESCAPE, ESCAPE * 2).replace("%", f"{ESCAPE}%").replace("_", f"{ESCAPE}_")
     return column.like(escaped.replace("*", "%").replace("?", "_"), escape=ESCAPE)
 
 
-def _has_modality(modality: str) -> ColumnElement[bool]:
-    """One of the study's image modalities (backslash-separated in the index); the form allows A-Z only."""
+def modality_sets_with(db: Session, modality: str) -> list[str]:
+    """The studies' modality sets ("CT", "CT\\PT", ...) that hold this modality: a filter by equality on
+    a handful of values, which the index answers, where matching inside the text would read every row.
+    The sets are few; each is found by one index seek (a loose index scan)."""
     column = IndexedStudy.modalities
-    return or_(
-        column == modality,
-        column.like(f"{modality}\\%", escape=ESCAPE),
-        column.like(f"%\\{modality}", escape=ESCAPE),
-        column.like(f"%\\{modality}\\%", escape=ESCAPE),
-    )
+    first = select(func.min(column)).scalar_subquery()
+    sets = select(first.label("value")).cte("modality_sets", recursive=True)
+    following = select(func.min(column)).where(column > sets.c.value).scalar_subquery()
+    sets = sets.union_all(select(following).where(sets.c.value.is_not(None)))
+    found = db.scalars(select(sets.c.value).where(sets.c.value.is_not(None))).all()
+    return [value for value in found if modality in value.split("\\")]
 
 
 @dataclass(frozen=True)
@@ -177,7 +182,7 @@ class Page:
 
 def find_page(db: Session, filters: Filters, number: int = 1) -> Page:
     """One page of the matching studies in worklist order, and how many match in all."""
-    where = filters.conditions()
+    where = filters.conditions(db)
     total = int(db.scalar(select(func.count()).select_from(IndexedStudy).where(*where)) or 0)
     number = min(number, max(1, -(-total // PAGE_SIZE)))  # past the end: the last page
     query = select(IndexedStudy).where(*where).order_by(*WORKLIST_ORDER)

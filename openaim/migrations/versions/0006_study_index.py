@@ -132,6 +132,7 @@ def upgrade() -> None:
         op.create_index(
             f"ix_studies_{column}_worklist", "studies", [column, "triage_rank", "waiting_since", "id"]
         )
+    op.create_index("ix_studies_was_read_study_date", "studies", ["was_read", "study_date"])
     dialect = op.get_bind().dialect.name
     for statement in _postgresql_triggers() if dialect == "postgresql" else _sqlite_triggers():
         op.execute(statement)

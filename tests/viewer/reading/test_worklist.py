@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from inference.catalog import Mode
+from inference import catalog
+from inference.catalog import Mode, ModelVersion, catalog_transaction
 from inference.jobs import JobState
 from inference.router import UnroutedSeries
 from openaim.audit import AuditEvent
@@ -159,3 +160,14 @@ def test_the_filter_forms_blank_fields_mean_any(radiologist: TestClient, ward: d
 def test_bad_filter_values_are_refused(radiologist: TestClient) -> None:
     for params in ({"flag": "very-urgent"}, {"ai": "maybe"}, {"date_from": "yesterday"}, {"modality": "<b>"}):
         assert radiologist.get("/worklist", params=params, headers=HTMX).status_code == 422
+
+
+def test_a_shadow_version_made_clinical_brings_its_flags_to_the_worklist(
+    radiologist: TestClient, ward: dict[str, Image2D], db: sessionmaker[Session]
+) -> None:
+    with db() as session:
+        shadow = session.scalars(select(ModelVersion).where(ModelVersion.mode == Mode.SHADOW.value)).one()
+    assert ("shadow_only", "", "not applicable", "unread") in _rows(radiologist, ward)
+    with catalog_transaction(db) as session:
+        catalog.set_mode(session, shadow.model_id, shadow.version, Mode.CLINICAL, "cli:test")
+    assert ("shadow_only", "urgent", "done", "unread") in _rows(radiologist, ward, flag="urgent")
