@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum, StrEnum
@@ -24,6 +25,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from openaim.db import Base, UTCDateTime, transaction, utcnow
 
 GENESIS = "0" * 64
+# The most one event waits for the write lock, all tries together: about one SQLite busy timeout.
+APPEND_WITHIN_S = 30.0
 
 
 class EventType(StrEnum):
@@ -105,31 +108,68 @@ def record(
     object_uid: str | None = None,
     source: str | None = None,
     detail: dict[str, Any] | None = None,
+    within: float = APPEND_WITHIN_S,
 ) -> AuditEvent:
-    """Append one event in its own transaction, so that it stays even when the caller's work fails."""
-    for _ in range(20):
+    """Append one event in its own transaction, so that it stays even when the caller's work fails.
+
+    Waits at most ``within`` seconds in all for the database's write lock, then raises AuditAppendError
+    (issue 14 item 6). On PostgreSQL the appenders' advisory lock used to wait without any bound: a lock
+    held 20 s elsewhere delayed an append 20 s, then it went through; one never let go held every request
+    for ever. On SQLite the append reads before it writes, so a held write lock fails a try at once: tries
+    go on until the time is up (they used to stop after 20 quick ones, 0.3 s, and the request failed)."""
+    event = dict(
+        event_type=event_type.value,
+        action=action.value,
+        outcome=int(outcome),
+        username=username,
+        object_uid=object_uid,
+        source=source,
+        detail=json.dumps(detail or {}, sort_keys=True),
+    )
+    deadline = time.monotonic() + within
+    while (left := deadline - time.monotonic()) > 0:
         try:
-            with transaction(factory) as db:
-                return _append(
-                    db,
-                    AuditEvent(
-                        occurred_at=utcnow(),
-                        event_type=event_type.value,
-                        action=action.value,
-                        outcome=int(outcome),
-                        username=username,
-                        object_uid=object_uid,
-                        source=source,
-                        detail=json.dumps(detail or {}, sort_keys=True),
-                    ),
-                )
+            with transaction(factory) as db, _lock_wait_at_most(db, left):
+                return _append(db, AuditEvent(occurred_at=utcnow(), **event))
         except IntegrityError:
             continue  # another writer appended first: link to its row instead
         except OperationalError as error:
-            if "locked" not in str(error):  # SQLite: a writer with an older snapshot must retry
+            if not _waited_for_lock(error):
                 raise
-            time.sleep(0.01)
-    raise RuntimeError("could not append to the audit trail: too much contention")
+            time.sleep(0.01)  # SQLite: a writer with an older snapshot must start again
+    raise AuditAppendError(
+        f"could not append a {event_type.value} event to the audit trail within {within:g} s: another "
+        "connection kept the database's write lock (a transaction left open?)"
+    )
+
+
+class AuditAppendError(RuntimeError):
+    """The audit trail could not be appended to in time: the database's write lock stayed taken."""
+
+
+@contextmanager
+def _lock_wait_at_most(db: Session, seconds: float) -> Iterator[None]:
+    """Any lock wait of this transaction ends after ``seconds``: SQLite's busy timeout (a property of the
+    connection, put back afterwards for the pool's next user), PostgreSQL's lock_timeout (this
+    transaction's only)."""
+    milliseconds = max(1, int(seconds * 1000))
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(text(f"SET LOCAL lock_timeout = {milliseconds}"))
+        yield
+        return
+    connection = db.connection().connection.dbapi_connection
+    assert connection is not None
+    before = connection.execute("PRAGMA busy_timeout").fetchone()[0]
+    connection.execute(f"PRAGMA busy_timeout = {milliseconds}")
+    try:
+        yield
+    finally:
+        connection.execute(f"PRAGMA busy_timeout = {int(before)}")
+
+
+def _waited_for_lock(error: OperationalError) -> bool:
+    """SQLite: "database is locked"; PostgreSQL: lock_timeout ran out (SQLSTATE 55P03)."""
+    return "locked" in str(error) or getattr(error.orig, "sqlstate", None) == "55P03"
 
 
 def _append(db: Session, event: AuditEvent) -> AuditEvent:
