@@ -113,6 +113,26 @@ def test_verify_names_the_first_broken_row(trail) -> None:
         assert audit.verify(db).first_broken_row is None
 
 
+def test_verify_goes_on_from_an_earlier_result(trail) -> None:
+    with trail() as db:
+        earlier = audit.verify(db)
+    assert earlier.last_row == 5
+    for number in range(2):
+        audit.record(trail, EventType.QUERY, action=Action.EXECUTE, detail={"later": number})
+    with trail() as db:
+        later = audit.verify(db, since=earlier)
+        assert later.ok and later.rows == 7 and later.last_row == 7
+        assert later.head == audit.verify(db).head
+    _disable_append_only(trail)
+    with trail() as db, db.begin():  # an old row changed after the earlier walk
+        db.execute(text("UPDATE audit_events SET detail = '{}' WHERE id = 2"))
+        db.execute(text("UPDATE audit_events SET detail = '{}' WHERE id = 7"))
+    with trail() as db:
+        assert audit.verify(db, since=later).ok  # nothing new: the earlier walk vouches for the rest
+        assert audit.verify(db, since=earlier).problems == ["row 7: content was altered"]
+        assert audit.verify(db).first_broken_row == 2
+
+
 def _at(factory, when: datetime, event_type: EventType, username: str) -> None:
     """An event as if written at ``when`` (record() stamps the present)."""
     with factory() as db, db.begin():

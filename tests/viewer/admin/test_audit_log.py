@@ -133,6 +133,28 @@ def test_the_chain_shows_verified_or_where_it_broke(admin: TestClient, db: sessi
     with db() as session, session.begin():  # what someone with the database owner's rights could do
         session.execute(text("DROP TRIGGER audit_events_no_update"))
         session.execute(text("UPDATE audit_events SET username = 'mallory' WHERE id = 2"))
-    full = admin.get("/admin/audit/verification", headers=HTML).text
+    _write(db, datetime.now(UTC), EventType.QUERY, "bob")
+    # Within the hour only the new rows are walked, and the page says when the full walk was.
+    again = admin.get("/admin/audit/verification", headers={"HX-Request": "true"}).text
+    assert 'data-verified="true"' in again and "Walked from the first row at" in again
+    full = admin.get("/admin/audit/verification", params={"full": "true"}, headers=HTML).text
     assert "<html" in full and 'data-verified="false"' in full
     assert "Hash chain broken at row 2" in full and "row 2: content was altered" in full
+    later = admin.get("/admin/audit/verification", headers={"HX-Request": "true"}).text
+    assert 'data-verified="false"' in later  # a broken chain is walked in full every time
+
+
+def test_a_new_row_after_a_full_walk_is_checked_on_the_next_visit(
+    admin: TestClient, db: sessionmaker[Session]
+) -> None:
+    assert 'data-verified="true"' in admin.get("/admin/audit/verification").text
+    with db() as session, session.begin():  # a forged row that does not link to the chain's head
+        session.execute(
+            text(
+                "INSERT INTO audit_events (occurred_at, event_type, action, outcome, detail, prev_hash, hash)"
+                " VALUES ('2026-01-01 00:00:00.000000', 'Query', 'E', 0, '{}', :prev, :hash)"
+            ),
+            {"prev": "f" * 64, "hash": "e" * 64},
+        )
+    visit = admin.get("/admin/audit/verification").text
+    assert 'data-verified="false"' in visit and "does not follow the row before it" in visit
