@@ -1,7 +1,10 @@
-"""A reader's impression of a study, recorded before or after seeing the AI.
+"""A reader's impression of a study, recorded before or after seeing the AI, and the study read.
 
 In a blinded read the AI stays hidden until the reader records an impression; that unaided impression is
 kept as it was given (rows are only ever added), so the AI's influence on readers can be measured later.
+
+A study is read once any reader has a row here: an impression, or "Done" on the AI panel, which reads the
+study without saying anything about it (a row with no impression, never counted as one).
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from viewer.access.users import User
 class Impression(StrEnum):
     NORMAL = "normal"
     ABNORMAL = "abnormal"
+
+
+NO_IMPRESSION = ""  # a read marked Done, with no impression given
 
 
 class StudyRead(Base):
@@ -43,8 +49,22 @@ def record_impression(
 
 def impressions_of(db: Session, user: User, study_uid: str) -> list[StudyRead]:
     """This reader's impressions of the study, oldest first (the first blind one is the unaided read)."""
-    query = select(StudyRead).where(StudyRead.study_uid == study_uid, StudyRead.user_id == user.id)
+    query = select(StudyRead).where(
+        StudyRead.study_uid == study_uid, StudyRead.user_id == user.id, StudyRead.impression != NO_IMPRESSION
+    )
     return list(db.scalars(query.order_by(StudyRead.id)))
+
+
+def mark_read(db: Session, user: User, study_uid: str) -> StudyRead | None:
+    """Done: this reader has read the study. Adds a row only when they have none yet (an impression already
+    reads it); returns the row added, or None."""
+    query = select(StudyRead.id).where(StudyRead.study_uid == study_uid, StudyRead.user_id == user.id)
+    if db.scalar(query.limit(1)) is not None:
+        return None
+    read = StudyRead(study_uid=study_uid, user_id=user.id, impression=NO_IMPRESSION, ai_visible=True)
+    db.add(read)
+    db.flush()
+    return read
 
 
 def studies_read(db: Session, study_uids: list[str]) -> set[str]:

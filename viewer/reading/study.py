@@ -10,17 +10,20 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydicom import Dataset
 
 from openaim import audit
-from viewer.access.deps import ArchiveClient, Audit, Reader
+from viewer.access.deps import ArchiveClient, Audit, DbSession, Reader
 from viewer.archive.client import Archive
 from viewer.archive.dicom_text import text_value
 from viewer.archive.uids import OptionalSeriesUID, StudyUID
 from viewer.reading.images import first_image
+from viewer.reading.next_study import next_unread
+from viewer.reading.reads import ai_hidden, mark_read
 from viewer.reading.slice_order import SlicePlace, in_display_order, indexed_place
 from viewer.reading.worklist import WorklistRow
 from viewer.templates import render
@@ -144,3 +147,34 @@ async def study_page(
         shown=shown,
         thumbnail_pixels=THUMBNAIL_PIXELS,
     )
+
+
+@router.post("/api/studies/{study_uid}/done")
+def study_done(study_uid: StudyUID, user: Reader, db: DbSession, trail: Audit) -> dict[str, Any]:
+    """Done on the AI panel: the reader has read the study. Answers the next unread study in worklist
+    order (None when every study is read), which the panel offers as a button and a key."""
+    if ai_hidden(db, user, study_uid):  # Done is for after the AI: a blinded read starts with an impression
+        raise HTTPException(403, "Blinded read: record your impression of the study first.")
+    if mark_read(db, user, study_uid) is not None:
+        trail.record(
+            audit.EventType.STUDY_IMPRESSION,
+            action=audit.Action.CREATE,
+            object_uid=study_uid,
+            detail={"impression": None, "done": True, "ai_visible": True},
+        )
+    found = next_unread(db, after=study_uid)
+    if found is None:
+        return {"next": None}
+    row, status = found
+    return {
+        "next": {
+            "study_uid": row.study_uid,
+            "url": f"/studies/{quote(row.study_uid, safe='.')}",
+            "patient_name": row.patient_name,
+            "patient_id": row.patient_id,
+            "study_date": row.study_date,
+            "description": row.description,
+            "accession": row.accession,
+            "triage": status.triage.value,
+        }
+    }

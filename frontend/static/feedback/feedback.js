@@ -1,6 +1,7 @@
 // Second-reader feedback from the AI panel: a verdict per finding (two clicks, or one key on the chosen
 // finding: Y agree, N disagree, U unsure), a reason and comment, a missed finding drawn as a box (M), the
-// study's triage answer and review flag. Nothing is lost: every save goes through an outbox kept in
+// study's triage answer and review flag; Done (D) stores it as DICOM, marks the study read and offers the next
+// unread study in worklist order (J opens it). Nothing is lost: every save goes through an outbox kept in
 // localStorage and is sent again until the server has it; the client-made id makes a resend harmless.
 
 const OUTBOX_KEY = "openaim-feedback-outbox";
@@ -225,6 +226,40 @@ async function publish() {
     const detail = await response.json().catch(() => ({}));
     showStatus(`The DICOM record was not stored: ${typeof detail.detail === "string" ? detail.detail : response.status}`, "refused");
   }
+  // The feedback itself is saved either way (the message says whether the archive has its record): the
+  // reader is done with the study.
+  await finishStudy(studyUid);
+}
+
+/** The study is read: ask for the next unread one and offer it beside Done. */
+async function finishStudy(studyUid) {
+  let response;
+  try {
+    response = await fetch(`/api/studies/${studyUid}/done`, { method: "POST", headers: { "X-CSRF-Token": csrfToken() }, credentials: "same-origin" });
+  } catch {
+    return;
+  }
+  if (!response.ok) return;
+  const answer = await response.json().catch(() => ({}));
+  offerNext(answer.next || null);
+}
+
+function offerNext(next) {
+  const holder = panel() && panel().querySelector(".next-study");
+  if (!holder) return;
+  const link = holder.querySelector(".next-study-link");
+  const what = holder.querySelector(".next-study-what");
+  if (next) {
+    link.href = next.url;
+    const facts = [next.patient_name, next.study_date, next.description, next.accession ? `Acc. ${next.accession}` : ""];
+    what.textContent = facts.filter(Boolean).join(" · ") + (next.triage && next.triage !== "none" ? ` (${next.triage})` : "");
+  } else {
+    link.href = "/worklist";
+    link.firstChild.textContent = "Back to the worklist ";
+    what.textContent = "Every study in the worklist is read.";
+  }
+  holder.hidden = false;
+  link.focus();
 }
 
 // ---- wiring ----
@@ -256,6 +291,14 @@ document.addEventListener("change", (event) => {
 
 const KEYS = { y: "agree", n: "disagree", u: "unsure" };
 
+/** J: the next unread study, once Done has offered it (J moves down the worklist too). */
+function openNext() {
+  const holder = panel() && panel().querySelector(".next-study");
+  if (!holder || holder.hidden) return false;
+  window.location.assign(holder.querySelector(".next-study-link").href);
+  return true;
+}
+
 document.addEventListener("keydown", (event) => {
   if (event.ctrlKey || event.metaKey || event.altKey || !panel()) return;
   const target = event.target;
@@ -263,6 +306,15 @@ document.addEventListener("keydown", (event) => {
   const key = event.key.toLowerCase();
   if (key === "m" && panel().querySelector(".mark-missed")) {
     markMissed();
+    event.preventDefault();
+    return;
+  }
+  if (key === "d" && panel().querySelector(".feedback-done")) {
+    publish();
+    event.preventDefault();
+    return;
+  }
+  if (key === "j" && openNext()) {
     event.preventDefault();
     return;
   }
