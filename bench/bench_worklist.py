@@ -121,6 +121,7 @@ def measure(label: str, url: str, studies: int, runs: int, data_dir: Path) -> Ru
             if attempt:
                 opened.request_ms.append(elapsed)
         opened.rows = response.text.count('data-testid="worklist-row"')
+        opened.total = studies
         run.cases.append(opened)
     engine.dispose()
     return run
@@ -243,19 +244,25 @@ def print_table(runs: list[Run], load_before: str) -> None:
     print(header)
     print("-" * len(header))
     for run in runs:
-        if run.skipped:
-            print(f"{run.label:<34} {run.studies:>9,} skipped: {run.skipped}")
-            continue
-        if run.fill_s:
-            print(f"{run.label:<34} {run.studies:>9,} (filled in {run.fill_s:.0f} s)")
-        for case in run.cases:
-            p50 = statistics.median(case.request_ms)
-            sql = f"{statistics.median(case.sql_ms):8.1f}" if case.sql_ms else f"{'':>8}"
-            verdict = "ok" if max(case.request_ms) < GOAL_MS else "OVER"
-            print(
-                f"{run.label:<34} {run.studies:>9,} {case.name:<44} {p50:8.1f} {max(case.request_ms):8.1f} "
-                f"{sql} {case.rows:>5} {case.total:>9,}  {verdict}"
-            )
+        print_run(run)
+
+
+def print_run(run: Run, flush: bool = False) -> None:
+    """One run's rows (also printed as each run ends: a million-study run takes minutes)."""
+    if run.skipped:
+        print(f"{run.label:<34} {run.studies:>9,} skipped: {run.skipped}", flush=flush)
+        return
+    if run.fill_s:
+        print(f"{run.label:<34} {run.studies:>9,} (filled in {run.fill_s:.0f} s)", flush=flush)
+    for case in run.cases:
+        p50 = statistics.median(case.request_ms)
+        sql = f"{statistics.median(case.sql_ms):8.1f}" if case.sql_ms else f"{'':>8}"
+        verdict = "ok" if max(case.request_ms) < GOAL_MS else "OVER"
+        print(
+            f"{run.label:<34} {run.studies:>9,} {case.name:<44} {p50:8.1f} {max(case.request_ms):8.1f} "
+            f"{sql} {case.rows:>5} {case.total:>9,}  {verdict}",
+            flush=flush,
+        )
 
 
 @contextmanager
@@ -289,6 +296,7 @@ def main() -> None:
         for size in (args.peer_studies, args.studies):
             sqlite_url = f"sqlite:///{root / f'worklist-{size}.db'}"
             runs.append(measure("SQLite", sqlite_url, size, args.runs, root / "data"))
+            print_run(runs[-1], flush=True)
             try:
                 with _postgres(args.postgres_url) as url:
                     if url is None:
@@ -297,6 +305,7 @@ def main() -> None:
                         )
                     else:
                         runs.append(measure("PostgreSQL", url, size, args.runs, root / "data"))
+                        print_run(runs[-1], flush=True)
             except DBAPIError as error:
                 runs.append(
                     Run("PostgreSQL", size, skipped=f"server unreachable ({error.__class__.__name__})")

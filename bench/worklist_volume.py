@@ -83,6 +83,8 @@ def fill(url: str, studies: int, seed: int = 14) -> Volume:
                 _bulk(connection, InferenceResult.__table__, results)  # type: ignore[arg-type]
                 _bulk(connection, UnroutedSeries.__table__, unrouted)  # type: ignore[arg-type]
                 _bulk(connection, StudyRead.__table__, reads)  # type: ignore[arg-type]
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("ANALYZE"))  # the statement's subqueries planned on real numbers
             for statement in triggers.REFRESH.format(where="1 = 1").split(";"):  # two UPDATEs
                 if statement.strip():
                     connection.execute(text(statement))

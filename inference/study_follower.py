@@ -108,7 +108,7 @@ def reconcile(archive: InferenceArchive, factory: sessionmaker[Session]) -> int:
     with factory() as db:
         missing = [study_id for study_id in indexed_ids(db) if study_id not in held]
     # Each one looked up again: a study stored after the listing began is not in it, and must stay.
-    gone = [study_id for study_id in missing if _read_tags_gone(archive, study_id)]
+    gone = [study_id for study_id in missing if _gone_from(archive, study_id)]
     with transaction(factory) as db:
         forget(db, gone)
     if gone:
@@ -116,7 +116,7 @@ def reconcile(archive: InferenceArchive, factory: sessionmaker[Session]) -> int:
     return len(gone)
 
 
-def _read_tags_gone(archive: InferenceArchive, study_id: str) -> bool:
+def _gone_from(archive: InferenceArchive, study_id: str) -> bool:
     try:
         archive.study(study_id)
     except NotInArchive:
