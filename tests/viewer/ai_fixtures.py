@@ -66,6 +66,7 @@ def store_chest_image(
     patient_id: str,
     accession: str = "",
     patient_name: str = "",
+    description: str = "",
 ) -> Image2D:
     """The real DX chest image under new UIDs, a date and a patient ID (and name) of the test's choosing."""
     dataset = pydicom.dcmread(shared_data / "dicom" / "dx_chest" / "dx_image.dcm")
@@ -75,6 +76,8 @@ def store_chest_image(
     dataset.AccessionNumber = accession
     if patient_name:
         dataset.PatientName = patient_name
+    if description:
+        dataset.StudyDescription = description
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     with orthanc.client() as client:

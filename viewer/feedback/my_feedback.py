@@ -18,6 +18,7 @@ from openaim import audit
 from viewer.access.deps import Audit, DbSession, Reader
 from viewer.access.users import Role, User, find_user
 from viewer.feedback.records import Feedback, reasons_of
+from viewer.reading.study_labels import study_labels
 from viewer.templates import render
 
 router = APIRouter()
@@ -53,10 +54,12 @@ def feedback_history(
     )
     readers = list(db.scalars(select(User).order_by(User.username))) if is_admin else []
     older = rows[PAGE_ROWS - 1][0].id if len(rows) > PAGE_ROWS else None
+    shown = rows[:PAGE_ROWS]
     return render(
         request,
         "feedback/my_feedback.html",
-        rows=[(row, name, reasons_of(row)) for row, name in rows[:PAGE_ROWS]],
+        rows=[(row, name, reasons_of(row)) for row, name in shown],
+        labels=study_labels(db, (row.study_uid for row, _ in shown)),
         whose=whose,
         everyone=EVERYONE,
         readers=readers,

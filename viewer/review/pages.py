@@ -25,6 +25,7 @@ from viewer.access.users import User
 from viewer.ai_results.platform_results import platform_results
 from viewer.feedback.records import REASONS
 from viewer.reading.pictures import picture_png
+from viewer.reading.study_labels import study_labels
 from viewer.review import minutes
 from viewer.review.anonymise import identifiers_of, scrub
 from viewer.review.meeting_case import case_images, reader_columns
@@ -78,6 +79,7 @@ def queue_page(
         request,
         "review/queue.html",
         cases=page.cases,
+        labels=study_labels(db, (case.study_uid for case in page.cases)),
         next_page=_page_url(request, page.next_after) if page.next_after else None,
         first_page=_page_url(request, None) if after else None,
         page_size=PAGE_SIZE,

@@ -28,6 +28,7 @@ from openaim.settings import REPO_ROOT, Settings
 from orthanc import OrthancConnection
 from tests.viewer.ai_fixtures import Image2D, add_result, install_model, store_chest_image
 from tests.viewer.conftest import sign_in
+from tests.viewer.study_index_fixtures import index_studies
 from viewer.access.users import User
 from viewer.feedback.records import Feedback
 from viewer.review.records import ReviewDecision, ReviewMeeting
@@ -38,6 +39,7 @@ PATIENT_NAME = "ZQUILLON^XAVERIA"
 PATIENT_ID = "PID-ZQX-4471"
 ACCESSION = "ACC-QQ-9182"
 STUDY_DATE = "19870314"
+DESCRIPTION = "CHEST PA ERECT"
 FILE_BIRTH_DATE = "20140422"  # the shared fixture's own PatientBirthDate
 FILE_PATIENT_NAME = "AVeryGood"  # part of the shared fixture's own PatientName
 
@@ -110,6 +112,7 @@ def scenario(
             accession=ACCESSION,
             patient_name=PATIENT_NAME,
             study_date=STUDY_DATE,
+            description=DESCRIPTION,
         ),
         "triage": _study(orthanc, shared_data, db, model, "REVIEW-TRIAGE"),
         "missed": _study(orthanc, shared_data, db, other, "REVIEW-MISSED"),
@@ -436,3 +439,22 @@ def test_a_meeting_becomes_a_de_identified_teaching_pack(
     client.cookies.clear()
     sign_in(client, "radiologist")
     assert client.post(f"/review/meetings/{meeting}/case-pack").status_code == 403
+
+
+def test_reviewers_know_a_study_by_its_accession_date_and_description(
+    client: TestClient, scenario: Scenario, orthanc: OrthancConnection, db: sessionmaker[Session]
+) -> None:
+    artefact = scenario.uid("artefact")
+    index_studies(orthanc, db, artefact)  # as the follower does when the study arrives
+    sign_in(client, "reviewer")
+    queue = client.get("/review").text
+    client.cookies.clear()
+    sign_in(client, "admin")
+    history = client.get("/my/feedback").text
+    for page in (queue, history):
+        label = page.split(f'<a href="/studies/{artefact}" title="{artefact}"')[1].split("</a>")[0]
+        assert ACCESSION in label and "1987-03-14" in label and DESCRIPTION in label
+        assert artefact not in label  # the UID is the link's title, not its text
+    # A study the index does not hold (one that left the archive, say) is shown by its UID.
+    unindexed = scenario.uid("missed")
+    assert f'<span class="uid">{unindexed}</span>' in queue
