@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         description="Memory for decoded frames the viewer keeps (an instance's pixels never change): a "
         "cached frame costs no Orthanc request and no decoding. 256 MB holds ~500 CT slices.",
     )
+    viewer_thumbnail_cache_mb: int = Field(
+        16,
+        ge=0,
+        description="Memory for series thumbnails the viewer has drawn (a 128-pixel PNG is a few KB: 16 MB "
+        "holds thousands). Drawing one fetches and decodes the whole instance; a kept one costs nothing.",
+    )
 
     study_index_follow: bool = Field(
         True,

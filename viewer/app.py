@@ -29,7 +29,7 @@ from viewer.access.deps import (
 from viewer.access.headers import SecurityHeaders
 from viewer.admin import audit_log, users
 from viewer.ai_results import foreign_masks, heatmaps
-from viewer.archive.client import Archive, ArchiveError
+from viewer.archive.client import Archive, ArchiveError, NotInArchive
 from viewer.case_packs import api as case_packs_api
 from viewer.catalog import pages as catalog_pages
 from viewer.feedback import api as feedback_api
@@ -138,6 +138,10 @@ def _add_error_handlers(app: FastAPI) -> None:
             for item in error.errors()
         ]
         return _error_response(request, 422, problems)
+
+    @app.exception_handler(NotInArchive)
+    async def not_in_archive(request: Request, error: NotInArchive) -> Response:
+        return _error_response(request, 404, "Not found in the archive.")
 
     @app.exception_handler(ArchiveError)
     async def archive_down(request: Request, error: ArchiveError) -> Response:

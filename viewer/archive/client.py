@@ -28,6 +28,10 @@ class ArchiveError(RuntimeError):
     """Orthanc did not answer as expected."""
 
 
+class NotInArchive(ArchiveError):
+    """Orthanc has no such object (deleted, or never stored): the reader's answer is 404, not 502."""
+
+
 @dataclass(frozen=True)
 class Upstream:
     status_code: int
@@ -109,6 +113,8 @@ class Archive:
             response = await self._client.get(url, headers={"Accept": accept})
         except httpx.TransportError as error:
             raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
+        if response.status_code == 404:
+            raise NotInArchive("Orthanc has no such instance")
         if response.status_code != 200:
             raise ArchiveError(f"Orthanc answered {response.status_code} to a retrieve")
         return _single_part(response.headers.get("content-type", ""), response.content)

@@ -24,6 +24,7 @@ from fastapi import Depends, Request
 from pydicom import dcmread
 
 from viewer.archive.client import Archive, ArchiveError
+from viewer.reading.bytes_lru import BytesLRU
 from viewer.reading.frame_encoding import (
     AS_STORED,
     BIG_ENDIAN,
@@ -85,39 +86,6 @@ async def series_bulk(
             task.cancel()
 
 
-class FrameCache:
-    """An LRU of frames' bytes bounded by their total size."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.nbytes = 0
-        self._frames: OrderedDict[tuple[str, int], bytes] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    def __contains__(self, key: tuple[str, int]) -> bool:
-        return key in self._frames
-
-    def get(self, key: tuple[str, int]) -> bytes | None:
-        data = self._frames.get(key)
-        if data is not None:
-            self._frames.move_to_end(key)
-        return data
-
-    def put(self, key: tuple[str, int], data: bytes) -> None:
-        if len(data) > self.max_bytes:
-            return
-        previous = self._frames.pop(key, None)
-        if previous is not None:
-            self.nbytes -= len(previous)
-        self._frames[key] = data
-        self.nbytes += len(data)
-        while self.nbytes > self.max_bytes:
-            _, evicted = self._frames.popitem(last=False)
-            self.nbytes -= len(evicted)
-
-
 @dataclass(frozen=True)
 class InstanceFrames:
     """Where an instance lives and how many frames it has: what loading a whole series needs."""
@@ -134,7 +102,7 @@ class FrameSource:
 
     def __init__(self, archive: Archive, max_bytes: int) -> None:
         self.archive = archive
-        self.cache = FrameCache(max_bytes)
+        self.cache: BytesLRU[tuple[str, int]] = BytesLRU(max_bytes)  # (instance UID, frame number)
         self._formats: OrderedDict[str, PixelFormat] = OrderedDict()
         self._loading: dict[tuple[str, int], asyncio.Future[bytes]] = {}
         self._warming: dict[str, asyncio.Task[None]] = {}

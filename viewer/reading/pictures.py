@@ -1,7 +1,11 @@
 """Pictures the platform draws itself from the stored file: series thumbnails and the images of a review
 meeting. The 8-bit image a reader sees (modality LUT, the file's window, MONOCHROME1, any transfer syntax:
 inference.runtime.pixels), never Orthanc's /rendered, which ignores the file's window and decodes JPEG 2000
-through GDCM, the library that crashed Orthanc when asked to transcode some JPEG 2000 files."""
+through GDCM, the library that crashed Orthanc when asked to transcode some JPEG 2000 files.
+
+Drawing a thumbnail fetches and decodes the whole instance (tens of milliseconds for a chest X-ray), so the
+drawn PNGs are kept in a bounded LRU, and the browser is told it may keep them: they never change.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import asyncio
 import io
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from PIL import Image
 
@@ -17,10 +21,12 @@ from inference.runtime.pixels import UnreadableImage, display_frame, read_datase
 from viewer.access.deps import ArchiveClient, Reader
 from viewer.archive.client import Archive
 from viewer.archive.uids import InstanceUID, SeriesUID, StudyUID
+from viewer.reading.bytes_lru import BytesLRU
 
 router = APIRouter(prefix="/api")
 
 PRIVATE_IMMUTABLE = {"cache-control": "private, max-age=3600"}  # the pixels of an instance UID never change
+THUMBNAIL_CACHING = {"cache-control": "private, max-age=86400, immutable"}
 
 
 async def picture_png(
@@ -44,6 +50,18 @@ def _draw(data: bytes, size: int | None) -> bytes:
     return buffer.getvalue()
 
 
+ThumbnailKey = tuple[str, int]  # (SOP Instance UID, size)
+
+
+def get_thumbnails(request: Request) -> BytesLRU[ThumbnailKey]:
+    """The app's one cache of drawn thumbnails, made on first use."""
+    state = request.app.state
+    cache: BytesLRU[ThumbnailKey] | None = getattr(state, "thumbnails", None)
+    if cache is None:
+        cache = state.thumbnails = BytesLRU(state.settings.viewer_thumbnail_cache_mb * 1024 * 1024)
+    return cache
+
+
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/thumbnail.png")
 async def thumbnail(
     study_uid: StudyUID,
@@ -51,7 +69,11 @@ async def thumbnail(
     instance_uid: InstanceUID,
     _: Reader,
     archive: ArchiveClient,
+    drawn: Annotated[BytesLRU[ThumbnailKey], Depends(get_thumbnails)],
     size: Annotated[int, Query(ge=16, le=512)] = 128,
 ) -> Response:
-    png = await picture_png(archive, study_uid, series_uid, instance_uid, size)
-    return Response(png, media_type="image/png", headers=PRIVATE_IMMUTABLE)
+    png = drawn.get((instance_uid, size))
+    if png is None:
+        png = await picture_png(archive, study_uid, series_uid, instance_uid, size)
+        drawn.put((instance_uid, size), png)
+    return Response(png, media_type="image/png", headers=THUMBNAIL_CACHING)

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from orthanc import OrthancConnection
 from tests.viewer.viewport_files import frame_parts, relabelled, served_pixels, store
+from viewer.reading.bytes_lru import BytesLRU
 from viewer.reading.dicomweb import frames_answer
 from viewer.reading.frame_encoding import EXPLICIT_LE
-from viewer.reading.frames import FrameCache
 
 LE_ACCEPT = f'multipart/related; type="application/octet-stream"; transfer-syntax={EXPLICIT_LE}'
 ENCODINGS = [
@@ -196,7 +196,7 @@ def test_which_accept_headers_the_platform_answers(accept: str, answer: str | No
 
 
 def test_cache_is_bounded_in_bytes_and_evicts_the_least_recently_used() -> None:
-    cache = FrameCache(max_bytes=25)
+    cache: BytesLRU[tuple[str, int]] = BytesLRU(max_bytes=25)
     cache.put(("a", 1), b"x" * 10)
     cache.put(("a", 2), b"y" * 10)
     assert cache.get(("a", 1)) == b"x" * 10  # now the most recently used

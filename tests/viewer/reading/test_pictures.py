@@ -36,7 +36,7 @@ def test_thumbnail_is_the_image_a_reader_sees(
     )
     response = radiologist.get(url, params={"size": 512})
     assert response.status_code == 200, response.text
-    assert response.headers["cache-control"] == "private, max-age=3600"
+    assert response.headers["cache-control"] == "private, max-age=86400, immutable"  # it never changes
     shown = np.asarray(Image.open(io.BytesIO(response.content)))
     expected = display_frame(pydicom.dcmread(io.BytesIO(_bytes(ds))), min_side=1)
     if max(expected.shape) <= 512:  # not scaled down: the very pixels
@@ -61,3 +61,24 @@ def test_thumbnail_of_a_non_image_is_404_and_size_is_bounded(
     url = f"/api/studies/{sr.StudyInstanceUID}/series/{sr.SeriesInstanceUID}/instances/{sr.SOPInstanceUID}"
     assert radiologist.get(f"{url}/thumbnail.png").status_code == 404
     assert radiologist.get(f"{url}/thumbnail.png", params={"size": 4096}).status_code == 422
+
+
+def test_a_drawn_thumbnail_is_kept_and_still_needs_a_reader(
+    radiologist: TestClient, orthanc: OrthancConnection, shared_data: Path
+) -> None:
+    ds = relabelled(shared_data / "dicom" / "dx_chest" / "dx_image.dcm", "thumbnail kept")
+    store(orthanc, [ds])
+    url = (
+        f"/api/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}/thumbnail.png"
+    )
+    drawn = radiologist.get(url)
+    assert drawn.status_code == 200
+    with orthanc.client() as client:  # gone from the archive: only a kept thumbnail can answer now
+        orthanc_id = client.post("/tools/lookup", content=str(ds.SOPInstanceUID)).json()[0]["ID"]
+        client.delete(f"/instances/{orthanc_id}").raise_for_status()
+    again = radiologist.get(url)
+    assert again.status_code == 200 and again.content == drawn.content
+    assert radiologist.get(url, params={"size": 64}).status_code == 404  # another size is drawn anew
+    radiologist.cookies.clear()
+    assert radiologist.get(url, follow_redirects=False).status_code in (303, 401)
