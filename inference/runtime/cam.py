@@ -11,9 +11,15 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-BOX_LEVEL = 0.5  # a box surrounds the part of the map at or above half its peak
+# Boxes surround the map's peaks, not everything over a low cut: a cut at half the map's range joined
+# every warm cell into one region the size of a hemithorax. A peak is a local maximum of the map that
+# reaches PEAK_LEVEL of its range; its box spans the connected cells around it that keep at least
+# REGION_LEVEL of the peak's own height.
+PEAK_LEVEL = 0.6
+REGION_LEVEL = 0.75
+PEAK_NEIGHBOURHOOD = 0.1  # two maxima closer than this fraction of the map's side are one peak
 MAX_BOXES = 3
-MIN_BOX_FRACTION = 0.01  # regions smaller than 1% of the image are noise, not a location
+MIN_BOX_FRACTION = 0.002  # regions smaller than 0.2% of the image (6x6 of 128) are noise, not a location
 
 
 def supports_cam(model: torch.nn.Module) -> bool:
@@ -42,19 +48,28 @@ def normalised_map(cam: torch.Tensor, size: int) -> np.ndarray:
 
 
 def boxes_from_map(heatmap: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Boxes (x0, y0, x1, y1), exclusive ends, around the largest regions at or above ``BOX_LEVEL``."""
-    regions, count = ndimage.label(heatmap >= BOX_LEVEL)
-    if count == 0:
-        return []
-    masses = ndimage.sum_labels(heatmap, regions, index=np.arange(1, count + 1))
-    slices = ndimage.find_objects(regions)
+    """Boxes (x0, y0, x1, y1), exclusive ends, around the map's highest peaks, highest first.
+
+    ``heatmap`` is a map scaled to 0..1 (``normalised_map``). Each peak's region is the connected part of
+    the map at or above ``REGION_LEVEL`` of that peak; a peak inside an earlier peak's region adds nothing.
+    """
+    neighbourhood = max(3, round(PEAK_NEIGHBOURHOOD * max(heatmap.shape)) | 1)
+    is_peak = (heatmap == ndimage.maximum_filter(heatmap, size=neighbourhood)) & (heatmap >= PEAK_LEVEL)
+    rows, cols = np.nonzero(is_peak)
+    covered = np.zeros(heatmap.shape, dtype=bool)
     min_area = MIN_BOX_FRACTION * heatmap.size
     boxes: list[tuple[int, int, int, int]] = []
-    for index in np.argsort(masses)[::-1]:
-        rows, cols = slices[index]
-        if (rows.stop - rows.start) * (cols.stop - cols.start) < min_area:
+    for index in np.argsort(heatmap[rows, cols], kind="stable")[::-1]:
+        row, col = rows[index], cols[index]
+        if covered[row, col]:
             continue
-        boxes.append((cols.start, rows.start, cols.stop, rows.stop))
+        regions, _ = ndimage.label(heatmap >= REGION_LEVEL * heatmap[row, col])
+        region = regions == regions[row, col]
+        covered |= region
+        region_rows, region_cols = ndimage.find_objects(region.astype(np.int32))[0]
+        if (region_rows.stop - region_rows.start) * (region_cols.stop - region_cols.start) < min_area:
+            continue
+        boxes.append((region_cols.start, region_rows.start, region_cols.stop, region_rows.stop))
         if len(boxes) == MAX_BOXES:
             break
     return boxes

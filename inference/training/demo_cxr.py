@@ -15,7 +15,8 @@ labels.csv): knowledge distillation. The test split's labels and CheXNet outputs
 
 This module runs the pieces in order and is the command: ``demo_cxr_recipe`` (what decides the weights),
 ``demo_cxr_data`` (images and the patient split), ``demo_cxr_training`` (the loop and the shipped network),
-``demo_cxr_metrics`` (AUROC, intervals, calibration, thresholds), ``demo_cxr_package`` (names, findings,
+``demo_cxr_metrics`` (AUROC, intervals, calibration, thresholds), ``demo_cxr_localisation`` (heatmaps
+against NIH's radiologist-drawn boxes), ``demo_cxr_package`` (names, findings,
 manifest) and ``demo_cxr_card`` (MODEL_CARD.md).
 """
 
@@ -40,6 +41,7 @@ from inference.manifest import MANIFEST_NAME
 from inference.models.chexnet import LABELS
 from inference.training.demo_cxr_card import model_card
 from inference.training.demo_cxr_data import load_dataset, split_by_patient, split_summary
+from inference.training.demo_cxr_localisation import load_truth_boxes, measure
 from inference.training.demo_cxr_metrics import (
     TRIAGE_RULE_TEXT,
     auroc,
@@ -119,6 +121,14 @@ def run(recipe: Recipe, data_dir: Path, out: Path, threshold_folds: int, log: Lo
         "triage": triage_summary(
             recipe, (calibrated(scores[:, columns], calibration), labels[:, columns]), thresholds, test_scores
         ),
+        "localisation": measure(
+            every_output(trained, recipe, calibration),
+            dict(zip(data.names, data.images, strict=True)),
+            list(LABELS),
+            dict(zip(recipe.outputs, (float(t) for t in thresholds), strict=True)),
+            load_truth_boxes(),
+            {data.names[i] for i in test_rows},
+        ),
         "threshold_folds": threshold_folds,
         "training_split_cross_validated_auroc": cross_validated,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
@@ -141,6 +151,17 @@ def run(recipe: Recipe, data_dir: Path, out: Path, threshold_folds: int, log: Lo
     (out / CARD_NAME).write_text(model_card(recipe, metrics, manifest))
     log(f"package written in {metrics['wall_seconds']:.0f} s")
     return metrics
+
+
+def every_output(
+    trained: torch.nn.Module, recipe: Recipe, calibration: list[tuple[float, float]]
+) -> torch.nn.Module:
+    """The trained network with all fourteen outputs, the shipped ones calibrated exactly as shipped: its
+    maps for the shipped findings are the package's, and the others' come from the same features."""
+    folded = dict(zip(recipe.outputs, calibration, strict=True))
+    return shipped_model(
+        trained, replace(recipe, outputs=LABELS), [folded.get(label, (1.0, 0.0)) for label in LABELS]
+    )
 
 
 def triage_summary(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from scipy.stats import binomtest
+
 from inference.manifest import Manifest
 from inference.training.demo_cxr_package import DATA_ATTRIBUTION, FINDINGS, VERSION
 from inference.training.demo_cxr_recipe import Recipe
@@ -60,6 +62,9 @@ def model_card(recipe: Recipe, metrics: dict[str, Any], manifest: Manifest) -> s
         threshold_method=metrics["threshold_method"],
         codes=codes or "none",
         triage=_triage_text(metrics["triage"]),
+        localisation=_localisation_text(metrics["localisation"]),
+        localisation_verdict=_localisation_verdict(metrics["localisation"]["all"]),
+        map_side=recipe.input_size // 8,
         wall_minutes=metrics["wall_seconds"] / 60,
         threads=environment["torch_threads"],
         cpus=environment["cpu_count"],
@@ -130,6 +135,61 @@ def _triage_text(triage: dict[str, Any]) -> str:
     )
 
 
+def _localisation_text(localisation: dict[str, Any]) -> str:
+    """A table of how often the heatmap's peak falls in a radiologist's box, beside chance, and how well
+    the drawn boxes overlap it; by split and by finding, with the counts behind every rate."""
+    groups = [("all boxed findings", localisation["all"])]
+    groups += [
+        (f"{split.replace('_', '-')} images", result) for split, result in localisation["by_split"].items()
+    ]
+    groups += [(FINDINGS[label].display_name, result) for label, result in localisation["by_label"].items()]
+    rows = [
+        f"| {name} | {result['boxes']} | {_of(result['positive_at_threshold'], result['shipped'])} | "
+        f"{result['pointing_hits']} ({_number(result['pointing_rate'])}) | "
+        f"{_number(result['chance_rate'])} | "
+        f"{_number(result['mean_best_iou'])} | {result['iou_hits']} | {result['mean_boxes_drawn']:.1f} | "
+        f"{100 * result['mean_box_area']:.0f}% |"
+        for name, result in groups
+        if result["boxes"]
+    ]
+    if not rows:
+        return "No shared image has a radiologist's box for a finding this model ships: not measured."
+    return (
+        "| boxes of | boxes | positive at threshold | peak inside the box | chance | mean best IoU | "
+        f"IoU >= {localisation['iou_hit']} | boxes drawn per map | mean drawn box, share of image |\n"
+        "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+    )
+
+
+def _localisation_verdict(result: dict[str, Any]) -> str:
+    """Whether the peak lands in the radiologist's box more often than a random point would: a one-sided
+    binomial test of the hits against the boxes' mean chance."""
+    boxes = result["boxes"]
+    if not boxes:
+        return ""
+    hits = result["pointing_hits"]
+    expected = boxes * result["chance_rate"]
+    p_value = binomtest(hits, boxes, result["chance_rate"], alternative="greater").pvalue
+    counted = (
+        f"Over all {boxes} boxes the map's peak fell inside the radiologist's box {_times(hits)}, where a "
+        f"random point would land {expected:.1f} times (one-sided binomial p = {p_value:.2f}). "
+    )
+    if p_value < 0.05:
+        return counted + "The peak points at the finding more often than chance, on very few boxes."
+    return counted + (
+        "**The heatmaps are not shown to point at findings better than chance**: read them as where the "
+        "model's evidence sits, never as where a finding is."
+    )
+
+
+def _times(count: int) -> str:
+    return {0: "no time", 1: "once", 2: "twice"}.get(count, f"{count} times")
+
+
+def _of(count: int, total: int) -> str:
+    return f"{count} of {total}" if total else "-"
+
+
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -147,7 +207,9 @@ inform the care of a patient.
   {weights_kib} KiB of weights) reading one grey channel at {size}x{size} pixels.
 - Outputs (logits; the platform applies the sigmoid): {outputs}.
 - Class activation maps work: the network ends in `features`, global average pooling and one linear
-  `classifier`. At this input size the map is coarse (1/32 of the input).
+  `classifier`. The map is {map_side}x{map_side} (1/8 of the input): the last stage (1/32) is upsampled
+  and added to projections of the 1/16 and 1/8 stages, as in a feature pyramid, so it can point at a
+  region rather than a half of the chest.
 - The package: `manifest.json`, `weights.pt` (a state dict, sha256 `{sha}`), `metrics.json` (every number
   on this page, written by the training script) and this card. DICOM device UID `{uid}`, derived from
   the weights' sha256, so every retrained version gets its own.
@@ -205,6 +267,26 @@ With ten-odd positives per finding the intervals are wide: an interval wholly ab
 chance", not how much better. {weak}The CheXNet column is the 121-layer teacher, trained on about 100,000
 ChestX-ray14 images, on the same held-out images; it is shown for scale only (it may have seen these
 images during its own training, so its numbers may be optimistic).
+
+## Where the heatmaps point
+NIH published boxes that a radiologist drew around findings on 880 ChestX-ray14 images
+(`BBox_List_2017.csv`). Ten of them fall on the shared images, and they are the only localisation truth
+here (`inference/training/nih_boxes.csv`). The boxes were never used for training, but
+images on the training side were seen with their labels, so the held-out row is the honest one. For each
+box, the platform's own code draws the heatmap and its boxes, and counts: whether the map's highest point
+lies inside the radiologist's box (beside **chance**, the share of the image the box covers, which is what
+a random point would score); the best IoU between a drawn box and the radiologist's; and how many reach an
+IoU of the stated bar. Boxes are drawn for every boxed finding here, even where the model's probability is
+under its threshold (the platform draws them only above it; "positive at threshold" counts those it would
+draw, among the boxes of shipped findings). Most of the ten boxes are for findings the package does not
+ship (nodule, pneumonia, infiltration): the network learns all fourteen labels, and their maps come from
+the same features, so they are scored too.
+
+{localisation}
+
+{localisation_verdict}
+So few boxes give wide uncertainty: read the rates with their counts. A heatmap shows where the model's
+evidence for a finding sits, not the finding's outline; for cardiomegaly the box is the whole heart.
 
 ## Probabilities and operating thresholds
 {threshold_method}. Each output's Platt scale and offset (in metrics.json) are folded into its classifier
