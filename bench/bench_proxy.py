@@ -1,7 +1,8 @@
 """Benchmark: the platform's DICOMweb proxy against Orthanc's own DICOMweb endpoints, same run.
 
 Starts a temporary Orthanc and the viewer on loopback, seeds demo studies, then times the same
-requests both ways (a worklist QIDO-RS search, WADO-RS frames, rendered frames) and prints a table.
+requests both ways (a worklist QIDO-RS search, WADO-RS frames, rendered frames, and the platform's
+thumbnails against Orthanc's /rendered) and prints a table. The viewer runs in its own process.
 Usage: .venv/bin/python -m bench.bench_proxy [--images 40] [--rounds 3]
 """
 
@@ -12,42 +13,33 @@ import re
 import secrets
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import uvicorn
 
-from openaim.db import make_engine, session_factory, transaction, upgrade
+from bench.viewer_process import viewer_process
 from openaim.seed import seed
 from openaim.settings import Settings
 from orthanc import OrthancConnection, OrthancServer
 from orthanc.launcher import free_port
 from orthanc.seeding import OrthancSeedArchive
-from viewer.access.users import Role, add_user
-from viewer.app import create_app
 
+USERNAME = "bench"
 PASSWORD = secrets.token_urlsafe(16)
+Request = Callable[[httpx.Client, str], httpx.Response]  # a client and an instance's path
+HEADER = (
+    f"| {'request':<48} | count |    req/s |  p50 ms |  p95 ms |\n"
+    f"|{'-' * 50}|------:|---------:|--------:|--------:|"
+)
+NOTES = """
+Each round asks for every image once, so after the first round the platform answers frames and
+thumbnails from its caches (a thumbnail is drawn once from the stored file, then kept): the rates are
+mostly warm. bench_viewer.py times cold and warm frame retrieval separately, with 6 requests in flight.
+"""
+PNG_ACCEPT = {"Accept": "image/png"}
 FRAME_ACCEPT = {"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'}
-
-
-def start_viewer(data_dir: Path, orthanc: OrthancConnection) -> tuple[str, uvicorn.Server]:
-    # Plain HTTP on loopback for the benchmark client, so cookies are not Secure-only here.
-    settings = Settings(data_dir=data_dir, cookie_secure=False)
-    upgrade(settings.resolved_database_url)
-    with transaction(session_factory(make_engine(settings.resolved_database_url))) as db:
-        add_user(db, "bench", PASSWORD, {Role.RADIOLOGIST})
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, orthanc), host="127.0.0.1", port=port, log_level="warning")
-    )
-    threading.Thread(target=server.run, daemon=True).start()
-    base = f"http://127.0.0.1:{port}"
-    while not server.started:
-        time.sleep(0.05)
-    return base, server
 
 
 def signed_in_client(base: str) -> httpx.Client:
@@ -55,7 +47,7 @@ def signed_in_client(base: str) -> httpx.Client:
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/signin").text)
     assert token is not None
     response = client.post(
-        "/signin", data={"username": "bench", "password": PASSWORD, "csrf_token": token.group(1)}
+        "/signin", data={"username": USERNAME, "password": PASSWORD, "csrf_token": token.group(1)}
     )
     assert response.status_code == 303, "benchmark sign-in failed"
     return client
@@ -92,7 +84,7 @@ def row(name: str, latencies: list[float]) -> str:
     p95 = ordered[max(0, int(len(ordered) * 0.95) - 1)]
     rate = len(latencies) / sum(latencies)
     return (
-        f"| {name:<38} | {len(latencies):>5} | {rate:>8.1f} | "
+        f"| {name:<48} | {len(latencies):>5} | {rate:>8.1f} | "
         f"{statistics.median(latencies) * 1000:>7.1f} | {p95 * 1000:>7.1f} |"
     )
 
@@ -108,30 +100,48 @@ def main() -> None:
         with server as orthanc:
             with OrthancSeedArchive(orthanc) as archive:
                 seed(archive, shared, limit=args.images)
-            base, viewer = start_viewer(Path(tmp) / "data", orthanc)
-            paths = frame_paths(orthanc, args.images)
-            direct = orthanc.client(timeout=60)
-            direct.base_url = httpx.URL(orthanc.dicomweb_url)
-            platform = signed_in_client(base)
-            platform.base_url = httpx.URL(f"{base}/dicomweb")
-            cases: list[tuple[str, Callable[[httpx.Client, str], httpx.Response]]] = [
-                ("QIDO-RS studies (limit 200)", lambda c, _: c.get("/studies", params={"limit": "200"})),
-                ("WADO-RS frame (raw pixels)", lambda c, p: c.get(f"{p}/frames/1", headers=FRAME_ACCEPT)),
-                ("WADO-RS rendered (image)", lambda c, p: c.get(f"{p}/rendered")),
-            ]
-            print(f"\n{len(paths)} chest X-rays, {args.rounds} rounds, one request at a time, loopback\n")
-            print("| request                                | count |    req/s |  p50 ms |  p95 ms |")
-            print("|----------------------------------------|------:|---------:|--------:|--------:|")
-            for name, call in cases:
-                for label, client in (("Orthanc direct", direct), ("platform proxy", platform)):
-                    requests = [
-                        (lambda c=client, p=path, f=call: f(c, p))
-                        for _ in range(args.rounds)
-                        for path in paths
-                    ]
-                    timed(requests[:3])  # warm-up
-                    print(row(f"{name}: {label}", timed(requests)))
-            viewer.should_exit = True
+            with viewer_process(Path(tmp) / "data", orthanc, USERNAME, PASSWORD) as base:
+                paths = frame_paths(orthanc, args.images)
+                direct = orthanc.client(timeout=60)
+                direct.base_url = httpx.URL(orthanc.dicomweb_url)
+                platform = signed_in_client(base)
+                cases: list[tuple[str, Request, Request]] = [
+                    (
+                        "QIDO-RS studies (limit 200)",
+                        lambda c, _: c.get("/studies", params={"limit": "200"}),
+                        lambda c, _: c.get("/dicomweb/studies", params={"limit": "200"}),
+                    ),
+                    (
+                        "WADO-RS frame (raw pixels)",
+                        lambda c, p: c.get(f"{p}/frames/1", headers=FRAME_ACCEPT),
+                        lambda c, p: c.get(f"/dicomweb{p}/frames/1", headers=FRAME_ACCEPT),
+                    ),
+                    (  # PNG both ways: the proxy asks Orthanc for a lossless PNG (Orthanc's */* is JPEG)
+                        "WADO-RS rendered (PNG)",
+                        lambda c, p: c.get(f"{p}/rendered", headers=PNG_ACCEPT),
+                        lambda c, p: c.get(f"/dicomweb{p}/rendered", headers=PNG_ACCEPT),
+                    ),
+                    (  # the study page's series pictures; Orthanc's nearest is its JPEG /rendered
+                        "thumbnail 128 px (Orthanc: rendered JPEG)",
+                        lambda c, p: c.get(f"{p}/rendered", headers={"Accept": "image/jpeg"}),
+                        lambda c, p: c.get(f"/api{p}/thumbnail.png", params={"size": "128"}),
+                    ),
+                ]
+                print(f"\n{len(paths)} chest X-rays, {args.rounds} rounds, one request at a time, loopback\n")
+                print(HEADER)
+                for name, to_orthanc, to_platform in cases:
+                    for label, client, call in (
+                        ("Orthanc direct", direct, to_orthanc),
+                        ("platform", platform, to_platform),
+                    ):
+                        requests = [
+                            (lambda c=client, p=path, f=call: f(c, p))
+                            for _ in range(args.rounds)
+                            for path in paths
+                        ]
+                        timed(requests[:3])  # warm-up
+                        print(row(f"{name}: {label}", timed(requests)))
+                print(NOTES)
 
 
 if __name__ == "__main__":

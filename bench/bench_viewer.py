@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -29,19 +28,16 @@ from pathlib import Path
 
 import httpx
 import pydicom
-import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from openaim.db import make_engine, session_factory, transaction, upgrade
+from bench.viewer_process import viewer_process
 from openaim.seed import cxr_to_dicom, encode
 from openaim.settings import Settings
 from orthanc import OrthancConnection, OrthancServer
 from orthanc.launcher import free_port
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS  # the browser tests' Chromium, started the same way
-from viewer.access.users import Role, add_user
-from viewer.app import create_app
 
 USERNAME = "bench"
 PASSWORD = secrets.token_urlsafe(16)
@@ -50,8 +46,10 @@ WEB_VIEWER_PLUGIN = "libOrthancWebViewer.so"
 FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'
 WINDOW = {"width": 1400, "height": 900}
 GOAL_FIRST_IMAGE_MS = 300.0
-GOAL_ALL_LOADED_MS = 3000.0
-GOAL_SCROLL_FPS = 30.0
+GOAL_ALL_LOADED_MS = 1500.0  # issue 14: all 200 CT frames in the browser under 1.5 s
+# Scrolling at the display rate: slices drawn per second at least this share of the page's own animation
+# frame rate, measured in the same page just before (a frame or two lost to timer jitter in 200 is allowed).
+GOAL_SCROLL_SHARE_OF_DISPLAY = 0.95
 PAGE_TIMEOUT_MS = 60_000
 
 
@@ -116,22 +114,6 @@ def store(orthanc: OrthancConnection, label: str, files: list[bytes]) -> Series:
 
 
 # --- the platform ----------------------------------------------------------------------------------------
-
-
-def start_viewer(data_dir: Path, orthanc: OrthancConnection) -> tuple[str, uvicorn.Server]:
-    # Plain HTTP on loopback: cookies without the Secure-only prefix, for httpx as for Chromium.
-    settings = Settings(data_dir=data_dir, cookie_secure=False)
-    upgrade(settings.resolved_database_url)
-    with transaction(session_factory(make_engine(settings.resolved_database_url))) as db:
-        add_user(db, USERNAME, PASSWORD, {Role.RADIOLOGIST})
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, orthanc), host="127.0.0.1", port=port, log_level="warning")
-    )
-    threading.Thread(target=server.run, name="viewer", daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server
 
 
 async def sign_in(client: httpx.AsyncClient) -> None:
@@ -280,6 +262,19 @@ async () => {
 """
 
 
+# The page's own animation frame rate with nothing to do: the display rate scrolling is judged against.
+DISPLAY_RATE_SCRIPT = """
+async () => await new Promise((resolve) => {
+  let first = null, frames = 0;
+  const tick = (now) => {
+    if (first === null) first = now; else frames += 1;
+    if (now - first >= 1000) resolve(frames / ((now - first) / 1000)); else requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+})
+"""
+
+
 # When the series description (/api/.../images) was asked for and had arrived, and when the first frame
 # had arrived, in ms after navigation start: where the time to first image goes.
 RESOURCE_TIMES = """
@@ -327,6 +322,7 @@ class ViewerResult:
     viewport_first_image_ms: float | None = None
     all_loaded_ms: float | None = None
     scroll_fps: float | None = None
+    display_fps: float | None = None
     scroll_ms_per_slice: float | None = None
     description_asked_ms: float | None = None
     description_ms: float | None = None
@@ -367,6 +363,7 @@ def platform_viewer(browser: Browser, base: str, series: Series, *, scroll: bool
         result.viewport_first_image_ms = stats.get("first_image_ms")
         result.all_loaded_ms = stats.get("all_loaded_ms")
         if scroll:
+            result.display_fps = page.evaluate(DISPLAY_RATE_SCRIPT)
             scrolled = page.evaluate(SCROLL_SCRIPT)
             result.scroll_fps = scrolled["fps"]
             result.scroll_ms_per_slice = scrolled["handling_ms"]
@@ -393,17 +390,23 @@ def print_viewer_table(results: list[ViewerResult], peer_ms: float | None, load:
     print(f"\nThe platform's viewer in Chromium (headless, loopback, one run; load before it: {load})")
     print("Each cell: the value, then whether it meets the goal in the header.\n")
     print(
-        "| series                | first image ms (<300) | all frames loaded ms (<3000) | scroll fps (>=30) |"
+        "| series                | first image ms (<300) | all frames loaded ms (<1500) "
+        "| scroll fps (>=0.95 x display rate) |"
     )
     print(
-        "|-----------------------|----------------------:|-----------------------------:|------------------:|"
+        "|-----------------------|----------------------:|-----------------------------:"
+        "|-----------------------------------:|"
     )
     for r in results:
-        scroll = judged(r.scroll_fps, GOAL_SCROLL_FPS, at_least=True) if r.frames > 1 else "one image"
+        scroll = "one image"
+        if r.frames > 1:
+            display = r.display_fps or 60.0
+            scroll = judged(r.scroll_fps, GOAL_SCROLL_SHARE_OF_DISPLAY * display, at_least=True)
+            scroll = f"{scroll} (of {display:.0f})"
         first = judged(r.first_image_ms, GOAL_FIRST_IMAGE_MS, at_least=False)
         loaded = judged(r.all_loaded_ms, GOAL_ALL_LOADED_MS, at_least=False)
         label = f"{r.label} ({r.frames} fr.)"
-        print(f"| {label:<21} | {first:>21} | {loaded:>28} | {scroll:>17} |")
+        print(f"| {label:<21} | {first:>21} | {loaded:>28} | {scroll:>34} |")
     for r in results:
         if r.note:
             print(f"{r.label}: {r.note}")
@@ -452,7 +455,8 @@ which a page canvas, scaled to 32x32, has at least 5% of samples that are not ne
 runs in both viewers (the platform's viewport also reports its own first_image_ms, printed under the table).
 "All frames loaded" is the viewport's stats().all_loaded_ms, also after navigation start. Scroll fps: one
 ArrowDown keydown (the viewport's own handler) per animation frame from the first slice to the last, slices
-drawn / elapsed time; it cannot exceed the display rate (60 Hz in headless Chromium), so the time to handle
+drawn / elapsed time; it cannot exceed the display rate (the page's animation frame rate with nothing to
+do, measured just before: "of N"; 60 Hz in headless Chromium), so the time to handle
 one key, draw included, is printed too. The Orthanc Web Viewer gets the Orthanc credentials with every
 request. The CT is the 3 real shared-data GE slices repeated with new UIDs and positions, stored as Explicit
 VR Little Endian; the chest X-ray is a 1024x1024 NIH image converted by openaim.seed.cxr_to_dicom (not
@@ -488,17 +492,16 @@ def main() -> None:
             ct_bulk = store(orthanc, "CT bulk copy", ct_series(slices, args.slices))
             png = sorted((shared / "cxr14" / "full").glob("*.png"))[0]
             cxr = store(orthanc, "chest X-ray", [encode(cxr_to_dicom(png))])
-            base, app_server = start_viewer(Path(tmp) / "data", orthanc)
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                results = [
-                    platform_viewer(browser, base, ct, scroll=True),
-                    platform_viewer(browser, base, cxr, scroll=False),
-                ]
-                peer_ms = web_viewer_first_image(browser, orthanc, ct)
-                browser.close()
-            rates = asyncio.run(frame_rates(orthanc, base, ct_copy, ct, ct_bulk, args.concurrency))
-            app_server.should_exit = True
+            with viewer_process(Path(tmp) / "data", orthanc, USERNAME, PASSWORD) as base:
+                with sync_playwright() as playwright:
+                    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                    results = [
+                        platform_viewer(browser, base, ct, scroll=True),
+                        platform_viewer(browser, base, cxr, scroll=False),
+                    ]
+                    peer_ms = web_viewer_first_image(browser, orthanc, ct)
+                    browser.close()
+                rates = asyncio.run(frame_rates(orthanc, base, ct_copy, ct, ct_bulk, args.concurrency))
     print_viewer_table(results, peer_ms, load)
     print_rate_table(rates, args.slices, args.concurrency)
     print(FOOTNOTES)

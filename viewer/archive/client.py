@@ -4,7 +4,7 @@ in a worker thread: its docstring has the measurement). The browser never talks 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -15,6 +15,7 @@ from pydicom import Dataset
 
 from orthanc import OrthancConnection
 from orthanc.rest import OrthancError, OrthancRest, Upload
+from viewer.archive.multipart import MultipartError, multipart_bodies
 
 # Attributes the worklist needs beyond QIDO-RS's default return keys.
 STUDY_FIELDS = ("00081030", "00080061", "00201208", "00201206")
@@ -22,6 +23,7 @@ SERIES_FIELDS = ("0008103E", "00201209", "00180015")
 INSTANCE_FIELDS = ("00280010", "00280011", "00280008")
 
 T = TypeVar("T")
+SERIES_READ_BYTES = 1 << 20
 
 
 class ArchiveError(RuntimeError):
@@ -63,10 +65,16 @@ class Archive:
             timeout=httpx.Timeout(60.0, connect=5.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         )
+        self._blocking = httpx.Client(  # for whole series, read in a worker thread
+            base_url=connection.dicomweb_url,
+            auth=(connection.username, connection.password),
+            timeout=httpx.Timeout(60.0, connect=5.0),
+        )
         self._rest = OrthancRest(connection)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        self._blocking.close()
         self._rest.close()
 
     async def _search(self, path: str, params: list[tuple[str, str]]) -> list[Dataset]:
@@ -118,6 +126,33 @@ class Archive:
         if response.status_code != 200:
             raise ArchiveError(f"Orthanc answered {response.status_code} to a retrieve")
         return _single_part(response.headers.get("content-type", ""), response.content)
+
+    def series_files(self, study_uid: str, series_uid: str) -> Generator[bytes, None, None]:
+        """Every instance of a series as stored, one DICOM file at a time as it arrives (WADO-RS Retrieve
+        Series, no transcoding): one request for the whole series. Blocking: iterate in a worker thread.
+
+        Orthanc sent a 200-slice CT (105 MB) this way in ~180 ms on loopback, where it serves ~190 frames/s
+        asked for one at a time. Read synchronously in 1 MB pieces: the same answer through async httpx,
+        in its 64 KB pieces on the event loop, took ~330 ms before any file was parsed.
+        """
+        headers = {
+            "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*',
+            "Accept-Encoding": "identity",
+        }
+        try:
+            with self._blocking.stream(
+                "GET", f"/studies/{study_uid}/series/{series_uid}", headers=headers
+            ) as answer:
+                if answer.status_code == 404:
+                    raise NotInArchive("Orthanc has no such series")
+                if answer.status_code != 200:
+                    raise ArchiveError(f"Orthanc answered {answer.status_code} to a series retrieve")
+                content_type = answer.headers.get("content-type", "")
+                yield from multipart_bodies(content_type, answer.iter_raw(SERIES_READ_BYTES))
+        except httpx.TransportError as error:
+            raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
+        except MultipartError as error:
+            raise ArchiveError(f"Orthanc's series answer is malformed: {error}") from error
 
     async def search_study_instances(self, study_uid: str) -> list[Dataset]:
         """Every instance of a study in one request, each naming its series."""

@@ -7,6 +7,7 @@ No I/O here: ``viewer.reading.frames`` fetches, caches and serves the frames the
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,8 +15,8 @@ from email.message import Message
 from typing import Any
 
 import numpy as np
-from pydicom import Dataset
-from pydicom.encaps import encapsulate
+from pydicom import Dataset, dcmread
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
@@ -160,3 +161,32 @@ def to_explicit_le(part: FramePart, fmt: PixelFormat) -> bytes:
     width = max(1, fmt.bits_allocated // 8)
     kind = "i" if pixels.dtype.kind == "i" else "u"
     return np.ascontiguousarray(pixels, dtype=f"<{kind}{width}").tobytes()
+
+
+def frames_of_file(data: bytes) -> tuple[str, list[bytes]]:
+    """A stored instance's SOP Instance UID and every one of its frames in Explicit VR Little Endian, as
+    the frames route serves them. CPU work: call it in a worker thread.
+
+    Raises FrameError for what the route would not serve from a file either (no pixel data, 1-bit
+    packed frames); the caller then leaves those frames to be fetched one at a time.
+    """
+    ds = dcmread(io.BytesIO(data))
+    fmt = PixelFormat.from_dataset(ds)
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    pixels = ds.get("PixelData")
+    if not pixels or fmt.bits_allocated < 8:
+        raise FrameError("no pixel data this path serves", 404)
+    if UID(syntax).is_compressed:
+        stored = list(generate_frames(pixels, number_of_frames=fmt.frames))[: fmt.frames]
+        whole = len(stored) == fmt.frames
+    else:
+        size = fmt.rows * fmt.columns * fmt.samples_per_pixel * (fmt.bits_allocated // 8)
+        stored = [pixels[index * size : (index + 1) * size] for index in range(fmt.frames)]
+        whole = size > 0 and len(pixels) >= fmt.frames * size
+    if not whole:
+        raise FrameError("the file holds fewer frames than it declares", 502)
+    parts = (FramePart(syntax, bytes(frame)) for frame in stored)
+    decoded = [
+        to_explicit_le(part, fmt) if needs_decoding(syntax, fmt.photometric) else part.data for part in parts
+    ]
+    return str(ds.SOPInstanceUID), decoded

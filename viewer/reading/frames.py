@@ -6,8 +6,13 @@ everyone. Compressed frames are therefore decoded here, with pydicom (``viewer.r
 which also makes one request per frame whatever the encoding. For the one codec pydicom lacks (12-bit JPEG
 extended) Orthanc's transcoding is the fallback; it is never used for a JPEG 2000 syntax.
 
-The pixels of an instance UID never change, so decoded frames are kept in an LRU bounded in bytes, and
-the whole series is loaded in the background as soon as the viewport asks for its description.
+The pixels of an instance UID never change, so decoded frames are kept in an LRU bounded in bytes, and a
+whole series is loaded in the background: as soon as the viewport asks for its description, and when a
+frame of a series not loaded recently is missed. The background load asks Orthanc for the series in one
+WADO-RS Retrieve Series answer (every file as stored, read as it arrives) rather than frame by frame: one
+request instead of hundreds, which is what lets the proxy outrun Orthanc's own per-frame retrieval (issue 14;
+bench/bench_viewer.py). A frame asked for while its series is on its way waits for it; one the series
+answer did not bring (an unreadable file, a cache budget reached) is then fetched by itself.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import threading
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from contextlib import closing
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -33,6 +40,7 @@ from viewer.reading.frame_encoding import (
     FrameError,
     FramePart,
     PixelFormat,
+    frames_of_file,
     needs_decoding,
     parse_multipart,
     part_head,
@@ -41,9 +49,12 @@ from viewer.reading.frame_encoding import (
 
 log = logging.getLogger(__name__)
 
-FRAMES_PER_REQUEST = 32  # a multi-frame instance is loaded in chunks of this many frames
-WARM_CONCURRENCY = 4  # requests in flight while a series is loaded in the background
 FORMATS_KEPT = 100_000
+SERIES_REMEMBERED = 256  # series loaded recently: a missed frame of one of these is fetched alone
+
+
+class NotLoadedWithSeries(Exception):
+    """The series' background load ended without this frame: whoever waited fetches it by itself."""
 
 
 def frame_location(instance: InstanceFrames, number: int) -> str:
@@ -96,6 +107,20 @@ class InstanceFrames:
     frames: int
 
 
+@dataclass
+class SeriesLoad:
+    """A series on its way from Orthanc in one answer: the frames requests wait for, and the one instance
+    whose requests do not wait (the viewport's first image, asked for on its own at once)."""
+
+    not_awaited: str = ""
+    awaited: dict[tuple[str, int], asyncio.Future[bytes]] = field(default_factory=dict)
+
+    def promise(self, key: tuple[str, int]) -> asyncio.Future[bytes]:
+        if key not in self.awaited:
+            self.awaited[key] = asyncio.get_running_loop().create_future()
+        return self.awaited[key]
+
+
 class FrameSource:
     """Frames in Explicit VR Little Endian: from the cache, or loaded from Orthanc once and shared by every
     request that wants them at the same time."""
@@ -105,7 +130,9 @@ class FrameSource:
         self.cache: BytesLRU[tuple[str, int]] = BytesLRU(max_bytes)  # (instance UID, frame number)
         self._formats: OrderedDict[str, PixelFormat] = OrderedDict()
         self._loading: dict[tuple[str, int], asyncio.Future[bytes]] = {}
-        self._warming: dict[str, asyncio.Task[None]] = {}
+        self._series: dict[str, SeriesLoad] = {}  # series on their way, by Series Instance UID
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._warmed: OrderedDict[str, None] = OrderedDict()  # series loaded recently, newest last
 
     def remember(self, instance_uid: str, fmt: PixelFormat) -> None:
         """Keep an instance's pixel format (learnt from series metadata) for decoding its frames."""
@@ -127,12 +154,18 @@ class FrameSource:
                 found[number] = cached
             elif key in self._loading:
                 waiting[number] = self._loading[key]
+            elif (load := self._series.get(series_uid)) is not None and instance_uid != load.not_awaited:
+                waiting[number] = load.promise(key)
             else:
                 missing.append(number)
         if missing:
+            self.warm(study_uid, series_uid)  # read ahead: the other frames will be asked for next
             found.update(await self._load(study_uid, series_uid, instance_uid, missing))
         for number, future in waiting.items():
-            found[number] = await asyncio.shield(future)
+            try:
+                found[number] = await asyncio.shield(future)
+            except NotLoadedWithSeries:
+                found.update(await self._load(study_uid, series_uid, instance_uid, [number]))
         return [found[number] for number in numbers]
 
     async def _load(
@@ -229,44 +262,81 @@ class FrameSource:
         self.remember(instance_uid, fmt)
         return fmt
 
-    def warm(self, series_uid: str, instances: Sequence[InstanceFrames]) -> asyncio.Task[None] | None:
-        """Load a series' frames in the background, in display order, a few requests at a time.
+    def warm(self, study_uid: str, series_uid: str, first_instance: str = "") -> None:
+        """Load a series' frames in the background, from one series answer, unless it is on its way or was
+        loaded lately (then what left the cache is fetched frame by frame: loading the series again would
+        only push out other series' frames).
 
-        The viewport asks for every frame right after the series' description; by then most are here.
+        The viewport asks for ``first_instance`` at once, by itself: the series answer comes in Orthanc's
+        order, and the first image should not wait behind the rest.
         """
-        if series_uid in self._warming or not instances or self.cache.max_bytes == 0:
-            return None
-        task = asyncio.create_task(self._warm(instances), name=f"warm {series_uid}")
-        self._warming[series_uid] = task
-        task.add_done_callback(lambda _: self._warming.pop(series_uid, None))
-        return task
+        if series_uid in self._series or series_uid in self._warmed or self.cache.max_bytes == 0:
+            return
+        self._start(study_uid, series_uid, SeriesLoad(first_instance))
 
-    async def _warm(self, instances: Sequence[InstanceFrames]) -> None:
-        chunks = [
-            (item, list(range(first, min(first + FRAMES_PER_REQUEST, item.frames + 1))))
-            for item in instances
-            for first in range(1, item.frames + 1, FRAMES_PER_REQUEST)
-        ]
-        queue: asyncio.Queue[tuple[InstanceFrames, list[int]]] = asyncio.Queue()
-        for chunk in chunks:
-            queue.put_nowait(chunk)
+    def _start(self, study_uid: str, series_uid: str, load: SeriesLoad) -> None:
+        self._series[series_uid] = load
+        self._warmed[series_uid] = None
+        self._warmed.move_to_end(series_uid)
+        while len(self._warmed) > SERIES_REMEMBERED:
+            self._warmed.popitem(last=False)
+        task = asyncio.create_task(self._load_series(study_uid, series_uid, load), name="load a series")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-        async def worker() -> None:
-            while not queue.empty():
-                item, numbers = queue.get_nowait()
-                if all((item.instance_uid, n) in self.cache for n in numbers):
-                    continue
-                try:
-                    await self.frames(item.study_uid, item.series_uid, item.instance_uid, numbers)
-                except (FrameError, ArchiveError) as error:
-                    log.info("background load of %s failed: %s", item.instance_uid, error)
+    async def _load_series(self, study_uid: str, series_uid: str, load: SeriesLoad) -> None:
+        try:
+            await self._receive_series(study_uid, series_uid, load)
+        except (ArchiveError, FrameError) as error:
+            log.info("background load of a series stopped: %s", error)
+        finally:  # a frame the answer did not bring is fetched by whoever waits for it
+            del self._series[series_uid]
+            for future in load.awaited.values():
+                if not future.done():
+                    future.set_exception(NotLoadedWithSeries())
+                    future.exception()  # retrieved: its waiter may have gone
 
-        await asyncio.gather(*(worker() for _ in range(WARM_CONCURRENCY)))
+    async def _receive_series(self, study_uid: str, series_uid: str, load: SeriesLoad) -> None:
+        """The series answer is read and its files parsed in a worker thread (off the event loop, which
+        keeps serving); each file's frames are handed back to the loop as soon as they are decoded."""
+        loop = asyncio.get_running_loop()
+        enough = threading.Event()  # set by the loop once the cache budget is spent
+        received = 0
+
+        def arrived(instance_uid: str, frames: list[bytes]) -> None:
+            nonlocal received
+            for number, frame in enumerate(frames, start=1):
+                key = (instance_uid, number)
+                self.cache.put(key, frame)
+                future = load.awaited.get(key)
+                if future is not None and not future.done():
+                    future.set_result(frame)
+                received += len(frame)
+            if received >= self.cache.max_bytes:  # more would push out what just came
+                enough.set()
+
+        def read() -> None:
+            with closing(self.archive.series_files(study_uid, series_uid)) as files:
+                for data in files:
+                    if enough.is_set():
+                        return
+                    try:
+                        instance_uid, frames = frames_of_file(data)
+                    except Exception as error:  # an unreadable file: its frames are fetched one by one
+                        log.info("series load: a file left to per-frame retrieval (%s)", type(error).__name__)
+                        continue
+                    loop.call_soon_threadsafe(arrived, instance_uid, frames)
+
+        try:
+            await asyncio.to_thread(read)
+        finally:  # cancelled (the app stops): the thread ends at the next file
+            enough.set()
 
     async def aclose(self) -> None:
-        for task in list(self._warming.values()):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._warming.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _decode_all(parts: list[FramePart], fmt: PixelFormat) -> list[bytes]:

@@ -21,7 +21,7 @@ from viewer.archive.client import Archive
 from viewer.archive.dicom_text import dicom_date, person_name, text_value
 from viewer.archive.uids import SeriesUID, StudyUID
 from viewer.reading.frame_encoding import PixelFormat, parse_multipart
-from viewer.reading.frames import Frames, InstanceFrames
+from viewer.reading.frames import Frames, FrameSource
 from viewer.reading.slice_order import SlicePlace, in_display_order, indexed_place, normal_distance, numbers
 
 router = APIRouter(prefix="/api")
@@ -208,7 +208,7 @@ async def series_images(
     first: bool = False,
 ) -> dict[str, Any]:
     """Every image of the series; with ``first``, only the first one, fast (see ``first_image``)."""
-    if first and (quick := await first_image(archive, study_uid, series_uid)) is not None:
+    if first and (quick := await first_image(archive, source, study_uid, series_uid)) is not None:
         return quick
     raw = await archive.series_metadata(study_uid, series_uid)
     by_uid = {}
@@ -224,22 +224,24 @@ async def series_images(
         palette = await _palette(by_uid[str(ds.SOPInstanceUID)][1], archive) if is_palette else None
         images.append(describe(ds, palette))
         source.remember(str(ds.SOPInstanceUID), PixelFormat.from_dataset(ds))
-    source.warm(
-        series_uid,
-        [InstanceFrames(study_uid, series_uid, image["instance_uid"], image["frames"]) for image in images],
-    )
+    source.warm(study_uid, series_uid, first_instance=images[0]["instance_uid"])
     return _series_answer(study_uid, series_uid, ordered[0], images, complete=True)
 
 
-async def first_image(archive: Archive, study_uid: str, series_uid: str) -> dict[str, Any] | None:
+async def first_image(
+    archive: Archive, source: FrameSource, study_uid: str, series_uid: str
+) -> dict[str, Any] | None:
     """The first image in display order, from Orthanc's index (geometry, instance numbers) and that one
     instance's metadata: a few milliseconds, where the whole series' metadata means reading every file
-    (200-500 ms for 200 CT slices). The viewport draws it while the rest is on its way.
+    (200-500 ms for 200 CT slices). The viewport draws it while the rest is on its way, and the series'
+    frames start loading now, while the viewport waits for the rest of the description.
     None when this shortcut does not apply (a palette image, which needs its lookup tables fetched)."""
     listed = await archive.indexed_instances(study_uid, series_uid)
     if not listed:
         raise HTTPException(404, "No images in this series.")
-    lowest = in_display_order(listed, indexed_place)[0]
+    ordered = in_display_order(listed, indexed_place)
+    lowest = ordered[0]
+    source.warm(study_uid, series_uid, first_instance=lowest.instance_uid)
     ds = await archive.instance_metadata(study_uid, series_uid, lowest.instance_uid)
     if ds is None:
         raise HTTPException(404, "No images in this series.")

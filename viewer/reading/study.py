@@ -21,6 +21,7 @@ from viewer.access.deps import ArchiveClient, Audit, DbSession, Reader
 from viewer.archive.client import Archive
 from viewer.archive.dicom_text import text_value
 from viewer.archive.uids import OptionalSeriesUID, StudyUID
+from viewer.reading.frames import Frames, FrameSource
 from viewer.reading.images import first_image
 from viewer.reading.next_study import next_unread
 from viewer.reading.reads import ai_hidden, mark_read
@@ -92,10 +93,13 @@ def middle_images(instances: Iterable[tuple[str, SlicePlace]]) -> dict[str, str]
 router = APIRouter()
 
 
-async def _first_image(archive: Archive, study_uid: str, series_uid: str) -> dict[str, Any] | None:
-    """The shown series' first image description, or None (the viewport then asks for it itself)."""
+async def _first_image(
+    archive: Archive, source: FrameSource, study_uid: str, series_uid: str
+) -> dict[str, Any] | None:
+    """The shown series' first image description, or None (the viewport then asks for it itself); its
+    frames start loading as the page goes out."""
     try:
-        return await first_image(archive, study_uid, series_uid)
+        return await first_image(archive, source, study_uid, series_uid)
     except HTTPException:  # no images in the series: the viewport says so
         return None
 
@@ -106,6 +110,7 @@ async def study_page(
     study_uid: StudyUID,
     _: Reader,
     archive: ArchiveClient,
+    source: Frames,
     trail: Audit,
     series: OptionalSeriesUID = None,
 ) -> Response:
@@ -134,7 +139,7 @@ async def study_page(
         object_uid=study_uid,
         detail={"series": shown.series_uid if shown else None, "instances": shown_instances},
     )
-    first = await _first_image(archive, study_uid, shown.series_uid) if shown is not None else None
+    first = await _first_image(archive, source, study_uid, shown.series_uid) if shown is not None else None
     study = WorklistRow.from_dataset(found)
     return render(
         request,

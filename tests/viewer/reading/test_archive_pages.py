@@ -224,6 +224,8 @@ def test_pixels_may_be_cached_privately_but_pages_and_searches_never(
     page = radiologist.get(f"/studies/{studies['hostile']}")
     assert page.headers.get_list("cache-control") == ["no-store"]
     image_url = next(part.split('"')[0] for part in page.text.split('src="')[1:] if "/thumbnail.png" in part)
-    assert radiologist.get(image_url).headers.get_list("cache-control") == ["private, max-age=3600"]
+    assert radiologist.get(image_url).headers.get_list("cache-control") == [
+        "private, max-age=86400, immutable"
+    ]
     search = radiologist.get("/dicomweb/studies", headers={"Accept": "application/dicom+json"})
     assert search.headers.get_list("cache-control") == ["no-store"]

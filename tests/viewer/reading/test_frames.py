@@ -4,6 +4,7 @@ survives), served from a bounded cache, and never an Orthanc transcoding that co
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from orthanc import OrthancConnection
 from tests.viewer.viewport_files import frame_parts, relabelled, served_pixels, store
 from viewer.reading.bytes_lru import BytesLRU
 from viewer.reading.dicomweb import frames_answer
-from viewer.reading.frame_encoding import EXPLICIT_LE
+from viewer.reading.frame_encoding import EXPLICIT_LE, frames_of_file
 
 LE_ACCEPT = f'multipart/related; type="application/octet-stream"; transfer-syntax={EXPLICIT_LE}'
 ENCODINGS = [
@@ -205,3 +206,37 @@ def test_cache_is_bounded_in_bytes_and_evicts_the_least_recently_used() -> None:
     assert cache.nbytes == 20
     cache.put(("b", 1), b"w" * 30)  # larger than the whole cache: not kept, nothing evicted
     assert ("b", 1) not in cache and len(cache) == 2
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_a_whole_file_gives_every_frame_as_the_frames_route_serves_it(shared_data: Path, name: str) -> None:
+    path = shared_data / "dicom" / "transfer_syntax" / name
+    ds = pydicom.dcmread(path)
+    instance_uid, frames = frames_of_file(path.read_bytes())
+    assert instance_uid == ds.SOPInstanceUID
+    assert len(frames) == int(ds.get("NumberOfFrames") or 1)
+    for number, data in enumerate(frames, start=1):
+        assert np.array_equal(_as_array(data, ds, number), served_pixels(ds, number))
+
+
+def test_a_missed_frame_brings_the_rest_of_its_series(
+    radiologist: TestClient, orthanc: OrthancConnection, shared_data: Path
+) -> None:
+    slices = [
+        relabelled(path, f"read ahead {path.name}")
+        for path in sorted((shared_data / "dicom" / "ct_3slice").glob("*"))
+    ]
+    for ds in slices:  # one series
+        ds.SeriesInstanceUID, ds.StudyInstanceUID = slices[0].SeriesInstanceUID, slices[0].StudyInstanceUID
+    store(orthanc, slices)
+    response = radiologist.get(_frame_url(slices[0]), headers={"Accept": LE_ACCEPT})
+    assert response.status_code == 200
+    cache = radiologist.app.state.frame_source.cache
+    deadline = time.monotonic() + 15
+    while not all((str(ds.SOPInstanceUID), 1) in cache for ds in slices):
+        assert time.monotonic() < deadline, "the other slices of the series were not loaded"
+        time.sleep(0.05)
+    for ds in slices[1:]:  # served from what the series answer brought
+        again = frame_parts(radiologist.get(_frame_url(ds), headers={"Accept": LE_ACCEPT}))[0]
+        assert again == cache.get((str(ds.SOPInstanceUID), 1))
+        assert np.array_equal(_as_array(again, ds), served_pixels(ds))
