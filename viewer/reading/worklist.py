@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BeforeValidator
 from pydicom import Dataset
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select, union_all
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from inference.study_index import IndexedStudy
@@ -185,10 +185,47 @@ def find_page(db: Session, filters: Filters, number: int = 1) -> Page:
     where = filters.conditions(db)
     total = int(db.scalar(select(func.count()).select_from(IndexedStudy).where(*where)) or 0)
     number = min(number, max(1, -(-total // PAGE_SIZE)))  # past the end: the last page
-    query = select(IndexedStudy).where(*where).order_by(*WORKLIST_ORDER)
-    studies = db.scalars(query.offset((number - 1) * PAGE_SIZE).limit(PAGE_SIZE)).all()
+    start = (number - 1) * PAGE_SIZE
+    size = max(0, min(PAGE_SIZE, total - start))
+    sets = modality_sets_with(db, filters.modality) if filters.modality else []
+    if start + size > total - start:  # nearer the end: read backwards, skipping fewer rows
+        studies = _rows(db, where, sets, total - start - size, size, backwards=True)[::-1]
+    else:
+        studies = _rows(db, where, sets, start, size, backwards=False)
     entries = [Entry(WorklistRow.from_index(study), status_of(study)) for study in studies]
     return Page(entries, number, total)
+
+
+def _rows(
+    db: Session, where: list[ColumnElement[bool]], sets: list[str], skip: int, size: int, *, backwards: bool
+) -> list[IndexedStudy]:
+    """``size`` studies after the first ``skip`` in worklist order (or its reverse), walking the index.
+
+    OFFSET reads every skipped row, so the back half of the list is read from its end. A modality held
+    by several modality sets ("CT", "CT\\PT") is one index range per set: each range is read in order up to
+    the page's end and the ranges merged, where a single IN would make PostgreSQL sort every match.
+    """
+    order = [column.desc() if backwards else column.asc() for column in WORKLIST_ORDER]
+    if size == 0:
+        return []
+    if len(sets) < 2:
+        query = select(IndexedStudy).where(*where).order_by(*order).offset(skip).limit(size)
+        return list(db.scalars(query))
+    ranges = [
+        select(IndexedStudy.id, *WORKLIST_ORDER[:-1])
+        .where(*where, IndexedStudy.modalities == value)
+        .order_by(*order)
+        .limit(skip + size)
+        .subquery()
+        for value in sets
+    ]
+    merged = union_all(*(select(*part.c) for part in ranges)).subquery()
+    merged_order = [
+        merged.c[column.key].desc() if backwards else merged.c[column.key].asc() for column in WORKLIST_ORDER
+    ]
+    ids = list(db.scalars(select(merged.c.id).order_by(*merged_order).offset(skip).limit(size)))
+    found = {study.id: study for study in db.scalars(select(IndexedStudy).where(IndexedStudy.id.in_(ids)))}
+    return [found[study_id] for study_id in ids]
 
 
 @router.get("/")
