@@ -322,17 +322,24 @@ export class Viewport extends EventTarget {
     this._useDescription(quick);
     this._loadOverlayPlanes(seriesUid, signal); // not awaited: the first image comes first
     await this.show(0); // the rest of the description only then: its work on the server would delay this frame
-    if (!quick.complete) this._takeRest(await describe(""));
-    await this._loadSeriesBulk(signal).catch((error) => {
+    // The rest of the description (every file read by the archive) and the frames (already on their way to
+    // the platform's cache since the page named the series) are asked for together; a frame that comes
+    // before its slice is described waits, as bytes, for the description.
+    const rest = quick.complete ? null : describe("");
+    const bulk = this._loadSeriesBulk(signal).catch((error) => {
       if (error.name !== "AbortError") console.warn(`series bulk data: ${error.message}; loading frame by frame`);
     });
+    if (rest) this._takeRest(await rest);
+    await bulk;
     this._prefetch(signal); // whatever the bulk answer lacked, and every frame if it failed
   }
 
   _useDescription(body) {
     this.series = body;
     this.slices = slicesOf(body);
+    this.sliceByKey = new Map(this.slices.map((slice) => [key(slice), slice]));
     this.frames = new Map();
+    this.undescribed = new Map(); // frames (bytes as served) whose slice the description has not named yet
     this.pending = new Map();
     this.tables = {};
     this.overlayPlanes = new Map();
@@ -350,6 +357,12 @@ export class Viewport extends EventTarget {
     const current = this.current;
     this.series = body;
     this.slices = slicesOf(body);
+    this.sliceByKey = new Map(this.slices.map((slice) => [key(slice), slice]));
+    for (const slice of this.slices) {
+      const bytes = this.undescribed.get(key(slice));
+      if (bytes && !this.frames.has(key(slice))) this.frames.set(key(slice), storedValues(bytes, slice.image));
+    }
+    this.undescribed.clear();
     const index = current ? this.slices.findIndex((s) => s.image.instance_uid === current.image.instance_uid && s.frame === current.frame) : -1;
     this.index = Math.max(index, 0);
     this._writeInfo();
@@ -528,15 +541,20 @@ export class Viewport extends EventTarget {
   /** The whole series in one streamed answer (WADO-RS series bulk data), each frame kept as it arrives. */
   async _loadSeriesBulk(signal) {
     const missing = this.slices.filter((slice) => !this.frames.has(key(slice)) && !this.pending.has(key(slice)));
-    if (missing.length < 2) return;
+    if (this.series.complete !== false && missing.length < 2) return;
     const response = await fetch(`/dicomweb/studies/${this.studyUid}/series/${this.series.series_uid}`, { signal, headers: { Accept: FRAME_ACCEPT } });
     const boundary = /boundary="?([^";]+)"?/i.exec(response.headers.get("content-type") || "");
     if (!response.ok || !response.body || !boundary) throw new Error(`HTTP ${response.status}`);
-    const byKey = new Map(this.slices.map((slice) => [key(slice), slice]));
     const stream = new MultipartStream(boundary[1], (headers, body) => {
       const named = /\/instances\/([0-9.]+)\/frames\/([0-9]+)/.exec(headers);
-      const slice = named && byKey.get(`${named[1]}/${named[2]}`);
-      if (!slice || this.frames.has(key(slice))) return;
+      if (!named) return;
+      const slice = this.sliceByKey.get(`${named[1]}/${named[2]}`);
+      if (!slice) {
+        // Described later; a copy, since the stream reuses its buffer.
+        if (this.series.complete === false) this.undescribed.set(`${named[1]}/${named[2]}`, body.slice());
+        return;
+      }
+      if (this.frames.has(key(slice))) return;
       this.frames.set(key(slice), storedValues(body, slice.image));
       this._noteLoaded();
       if (slice === this.current && this.timing.first_image_ms === null) this.show(this.index);
