@@ -59,7 +59,7 @@ GOAL_MS = 300.0
 PASSWORD = secrets.token_urlsafe(16)
 READER = "bench-worklist-radiologist"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-# (name, query): what a reader asks the worklist for; "last page" is filled in per volume
+# (name, query): what a reader asks the worklist for; the middle and last pages are filled in per volume
 CASES: list[tuple[str, dict[str, str]]] = [
     ("default page (urgent first)", {}),
     ("flag = urgent", {"flag": "urgent"}),
@@ -107,7 +107,11 @@ def measure(label: str, url: str, studies: int, runs: int, data_dir: Path) -> Ru
     # The worklist no longer asks the archive: a connection to nowhere shows it.
     nowhere = OrthancConnection(url=f"http://127.0.0.1:{free_port()}", username="none", password=PASSWORD)
     pages = -(-studies // 100)
-    cases = [*CASES, ("last page (OFFSET)", {"page": str(pages)})]
+    cases = [
+        *CASES,
+        ("middle page (OFFSET half the list)", {"page": str(max(1, pages // 2))}),
+        ("last page (read from the end)", {"page": str(pages)}),
+    ]
     with TestClient(create_app(settings, nowhere), base_url="http://testserver") as client:
         sign_in(client)
         for name, query in cases:
