@@ -127,13 +127,16 @@ class Archive:
             raise ArchiveError(f"Orthanc answered {response.status_code} to a retrieve")
         return _single_part(response.headers.get("content-type", ""), response.content)
 
-    def series_files(self, study_uid: str, series_uid: str) -> Generator[bytes, None, None]:
+    def series_files(
+        self, study_uid: str, series_uid: str, largest_file: int
+    ) -> Generator[bytes, None, None]:
         """Every instance of a series as stored, one DICOM file at a time as it arrives (WADO-RS Retrieve
         Series, no transcoding): one request for the whole series. Blocking: iterate in a worker thread.
 
         Orthanc sent a 200-slice CT (105 MB) this way in ~180 ms on loopback, where it serves ~190 frames/s
         asked for one at a time. Read synchronously in 1 MB pieces: the same answer through async httpx,
-        in its 64 KB pieces on the event loop, took ~330 ms before any file was parsed.
+        in its 64 KB pieces on the event loop, took ~330 ms before any file was parsed. A file larger than
+        ``largest_file`` bytes stops the reading (ArchiveError) rather than being held in memory.
         """
         headers = {
             "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*',
@@ -148,7 +151,7 @@ class Archive:
                 if answer.status_code != 200:
                     raise ArchiveError(f"Orthanc answered {answer.status_code} to a series retrieve")
                 content_type = answer.headers.get("content-type", "")
-                yield from multipart_bodies(content_type, answer.iter_raw(SERIES_READ_BYTES))
+                yield from multipart_bodies(content_type, answer.iter_raw(SERIES_READ_BYTES), largest_file)
         except httpx.TransportError as error:
             raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
         except MultipartError as error:

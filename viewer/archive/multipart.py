@@ -22,8 +22,14 @@ def boundary_of(content_type: str) -> bytes:
     return boundary.encode()
 
 
-def multipart_bodies(content_type: str, chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Each part's body (its headers dropped), yielded as soon as the next delimiter has arrived."""
+def multipart_bodies(
+    content_type: str, chunks: Iterable[bytes], largest_part: int | None = None
+) -> Iterator[bytes]:
+    """Each part's body (its headers dropped), yielded as soon as the next delimiter has arrived.
+
+    With ``largest_part``, a part that grows past that many bytes stops the reading (MultipartError)
+    instead of being held in memory whole, whatever size the sender gives it.
+    """
     delimiter = b"\r\n--" + boundary_of(content_type)
     buffer = bytearray(b"\r\n")  # so that the first delimiter, at the very start, looks like the others
     in_part = False  # whether the buffer starts with a part (after the first delimiter)
@@ -43,6 +49,8 @@ def multipart_bodies(content_type: str, chunks: Iterable[bytes]) -> Iterator[byt
             in_part, searched = True, 0
         else:
             searched = max(0, len(buffer) - len(delimiter))
+        if largest_part is not None and len(buffer) > largest_part + HEADERS_AT_MOST:
+            raise MultipartError(f"a part larger than {largest_part} bytes")
     raise MultipartError("the multipart body ended before its closing delimiter")
 
 

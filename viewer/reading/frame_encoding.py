@@ -163,12 +163,14 @@ def to_explicit_le(part: FramePart, fmt: PixelFormat) -> bytes:
     return np.ascontiguousarray(pixels, dtype=f"<{kind}{width}").tobytes()
 
 
-def frames_of_file(data: bytes) -> tuple[str, list[bytes]]:
+def frames_of_file(data: bytes, largest: int | None = None) -> tuple[str, list[bytes]]:
     """A stored instance's SOP Instance UID and every one of its frames in Explicit VR Little Endian, as
     the frames route serves them. CPU work: call it in a worker thread.
 
     Raises FrameError for what the route would not serve from a file either (no pixel data, 1-bit
-    packed frames); the caller then leaves those frames to be fetched one at a time.
+    packed frames), and for frames that would decode to more than ``largest`` bytes in all (a small
+    compressed file may declare thousands of large frames); the caller then leaves those frames to be
+    fetched one at a time.
     """
     ds = dcmread(io.BytesIO(data))
     fmt = PixelFormat.from_dataset(ds)
@@ -176,13 +178,15 @@ def frames_of_file(data: bytes) -> tuple[str, list[bytes]]:
     pixels = ds.get("PixelData")
     if not pixels or fmt.bits_allocated < 8:
         raise FrameError("no pixel data this path serves", 404)
+    frame_bytes = fmt.rows * fmt.columns * fmt.samples_per_pixel * (fmt.bits_allocated // 8)
+    if largest is not None and fmt.frames * frame_bytes > largest:
+        raise FrameError(f"{fmt.frames} frames of {frame_bytes} bytes: more than {largest} bytes", 413)
     if UID(syntax).is_compressed:
         stored = list(generate_frames(pixels, number_of_frames=fmt.frames))[: fmt.frames]
         whole = len(stored) == fmt.frames
     else:
-        size = fmt.rows * fmt.columns * fmt.samples_per_pixel * (fmt.bits_allocated // 8)
-        stored = [pixels[index * size : (index + 1) * size] for index in range(fmt.frames)]
-        whole = size > 0 and len(pixels) >= fmt.frames * size
+        stored = [pixels[index * frame_bytes : (index + 1) * frame_bytes] for index in range(fmt.frames)]
+        whole = frame_bytes > 0 and len(pixels) >= fmt.frames * frame_bytes
     if not whole:
         raise FrameError("the file holds fewer frames than it declares", 502)
     parts = (FramePart(syntax, bytes(frame)) for frame in stored)

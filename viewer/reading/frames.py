@@ -317,12 +317,13 @@ class FrameSource:
                 enough.set()
 
         def read() -> None:
-            with closing(self.archive.series_files(study_uid, series_uid)) as files:
+            budget = self.cache.max_bytes  # a file bigger than the whole cache is not worth holding
+            with closing(self.archive.series_files(study_uid, series_uid, budget)) as files:
                 for data in files:
                     if enough.is_set():
                         return
                     try:
-                        instance_uid, frames = frames_of_file(data)
+                        instance_uid, frames = frames_of_file(data, budget)
                     except Exception as error:  # an unreadable file: its frames are fetched one by one
                         log.info("series load: a file left to per-frame retrieval (%s)", type(error).__name__)
                         continue

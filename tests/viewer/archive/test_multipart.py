@@ -38,3 +38,14 @@ def test_a_cut_off_answer_and_a_missing_boundary_are_errors() -> None:
         list(multipart_bodies(CONTENT_TYPE, [BODY[:-12]]))
     with pytest.raises(MultipartError):
         list(multipart_bodies("multipart/related", [BODY]))
+
+
+def test_a_part_larger_than_allowed_stops_the_reading_before_it_is_whole() -> None:
+    def endless() -> Iterator[bytes]:
+        yield b"--b0und\r\n\r\n"
+        while True:  # a sender that never ends its part
+            yield b"x" * 65536
+
+    with pytest.raises(MultipartError, match="larger than"):
+        list(multipart_bodies(CONTENT_TYPE, endless(), largest_part=1 << 20))
+    assert list(multipart_bodies(CONTENT_TYPE, [BODY], largest_part=64)) == PARTS

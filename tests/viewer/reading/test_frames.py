@@ -16,7 +16,7 @@ from orthanc import OrthancConnection
 from tests.viewer.viewport_files import frame_parts, relabelled, served_pixels, store
 from viewer.reading.bytes_lru import BytesLRU
 from viewer.reading.dicomweb import frames_answer
-from viewer.reading.frame_encoding import EXPLICIT_LE, frames_of_file
+from viewer.reading.frame_encoding import EXPLICIT_LE, FrameError, frames_of_file
 
 LE_ACCEPT = f'multipart/related; type="application/octet-stream"; transfer-syntax={EXPLICIT_LE}'
 ENCODINGS = [
@@ -240,3 +240,12 @@ def test_a_missed_frame_brings_the_rest_of_its_series(
         again = frame_parts(radiologist.get(_frame_url(ds), headers={"Accept": LE_ACCEPT}))[0]
         assert again == cache.get((str(ds.SOPInstanceUID), 1))
         assert np.array_equal(_as_array(again, ds), served_pixels(ds))
+
+
+def test_a_file_whose_frames_would_decode_past_the_budget_is_refused(shared_data: Path) -> None:
+    data = (shared_data / "dicom" / "transfer_syntax" / "emri_small_jpeg_2k_lossless.dcm").read_bytes()
+    _, frames = frames_of_file(data)
+    whole = sum(len(frame) for frame in frames)
+    assert frames_of_file(data, whole)[1] == frames  # exactly the budget: decoded
+    with pytest.raises(FrameError, match="more than"):
+        frames_of_file(data, whole - 1)
