@@ -266,14 +266,11 @@ class Archive:
 
 
 def _single_part(content_type: str, body: bytes) -> bytes:
-    """The body of the one part of a multipart/related answer."""
-    parameters = (part.strip() for part in content_type.split(";"))
-    boundary = next((p.split("=", 1)[1].strip('"') for p in parameters if p.startswith("boundary=")), None)
-    if boundary is None:
-        raise ArchiveError("Orthanc's answer is not multipart")
-    start = body.index(b"\r\n\r\n") + 4
-    end = body.rindex(b"\r\n--" + boundary.encode())
-    return body[start:end]
+    """The body of the first part of a multipart/related answer."""
+    try:
+        return next(multipart_bodies(content_type, [body]))
+    except (MultipartError, StopIteration) as error:
+        raise ArchiveError(f"Orthanc's answer is not the multipart it says: {error!r}") from error
 
 
 def _indexed(item: dict[str, Any], series_uid: str) -> IndexedInstance:

@@ -11,7 +11,6 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.message import Message
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,8 @@ from pydicom import Dataset, dcmread
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID
+
+from viewer.archive.multipart import MultipartError, boundary_of
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 BIG_ENDIAN = "1.2.840.10008.1.2.2"
@@ -111,14 +112,13 @@ def transfer_syntax_of(content_type: str) -> str | None:
 
 def parse_multipart(content_type: str, body: bytes) -> list[FramePart]:
     """The parts of a multipart/related answer (RFC 2046) with the transfer syntax each names."""
-    header = Message()
-    header["content-type"] = content_type
-    boundary = header.get_param("boundary")
-    if not isinstance(boundary, str) or not boundary:
-        raise FrameError("the archive answered without a multipart boundary", 502)
+    try:
+        boundary = boundary_of(content_type)
+    except MultipartError as error:
+        raise FrameError("the archive answered without a multipart boundary", 502) from error
     default_syntax = transfer_syntax_of(content_type) or EXPLICIT_LE
     parts = []
-    for chunk in body.split(b"--" + boundary.encode())[1:-1]:
+    for chunk in body.split(b"--" + boundary)[1:-1]:
         chunk = chunk.removeprefix(b"\r\n")
         head, separator, data = chunk.partition(b"\r\n\r\n")
         if not separator:

@@ -31,7 +31,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from pydicom import dcmread
 
-from viewer.archive.client import Archive, ArchiveError
+from viewer.archive.client import Archive, ArchiveError, NotInArchive
 from viewer.reading.bytes_lru import BytesLRU
 from viewer.reading.frame_encoding import (
     AS_STORED,
@@ -290,6 +290,8 @@ class FrameSource:
             await self._receive_series(study_uid, series_uid, load)
         except (ArchiveError, FrameError) as error:
             log.info("background load of a series stopped: %s", error)
+            if not isinstance(error, NotInArchive):  # an outage: the next view may try again
+                self._warmed.pop(series_uid, None)
         finally:  # a frame the answer did not bring is fetched by whoever waits for it
             del self._series[series_uid]
             for future in load.awaited.values():

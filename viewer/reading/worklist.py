@@ -99,15 +99,17 @@ class Filters:
     ai: AIStatus | None = None
     read: bool | None = None
 
-    def conditions(self, db: Session) -> list[ColumnElement[bool]]:
-        """The filters as SQL over the study index, each one an index can answer."""
+    def conditions(self, db: Session, modality_sets: list[str] | None = None) -> list[ColumnElement[bool]]:
+        """The filters as SQL over the study index, each one an index can answer (``modality_sets``: the
+        modality's sets when the caller has already looked them up)."""
         found: list[ColumnElement[bool]] = []
         if self.q:
             sqlite = db.get_bind().dialect.name == "sqlite"
             columns = (IndexedStudy.patient_id, IndexedStudy.accession)
             found.append(or_(*(_matches(column, self.q, sqlite) for column in columns)))
         if self.modality:
-            found.append(IndexedStudy.modalities.in_(modality_sets_with(db, self.modality)))
+            sets = modality_sets_with(db, self.modality) if modality_sets is None else modality_sets
+            found.append(IndexedStudy.modalities.in_(sets))
         if self.date_from is not None:
             found.append(IndexedStudy.study_date >= self.date_from.strftime("%Y%m%d"))
         if self.date_to is not None:
@@ -182,12 +184,12 @@ class Page:
 
 def find_page(db: Session, filters: Filters, number: int = 1) -> Page:
     """One page of the matching studies in worklist order, and how many match in all."""
-    where = filters.conditions(db)
+    sets = modality_sets_with(db, filters.modality) if filters.modality else []
+    where = filters.conditions(db, sets)
     total = int(db.scalar(select(func.count()).select_from(IndexedStudy).where(*where)) or 0)
     number = min(number, max(1, -(-total // PAGE_SIZE)))  # past the end: the last page
     start = (number - 1) * PAGE_SIZE
     size = max(0, min(PAGE_SIZE, total - start))
-    sets = modality_sets_with(db, filters.modality) if filters.modality else []
     if start + size > total - start:  # nearer the end: read backwards, skipping fewer rows
         studies = _rows(db, where, sets, total - start - size, size, backwards=True)[::-1]
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from orthanc import OrthancConnection
 from tests.viewer.viewport_files import frame_parts, relabelled, served_pixels, store
+from viewer.archive.client import ArchiveError
 from viewer.reading.bytes_lru import BytesLRU
 from viewer.reading.dicomweb import frames_answer
 from viewer.reading.frame_encoding import EXPLICIT_LE, FrameError, frames_of_file
@@ -219,23 +221,34 @@ def test_a_whole_file_gives_every_frame_as_the_frames_route_serves_it(shared_dat
         assert np.array_equal(_as_array(data, ds, number), served_pixels(ds, number))
 
 
+def _ct_series(orthanc: OrthancConnection, shared_data: Path, label: str) -> list[pydicom.Dataset]:
+    """The three real CT slices as one new series, stored."""
+    paths = sorted((shared_data / "dicom" / "ct_3slice").glob("*"))
+    slices = [relabelled(path, f"{label} {path.name}") for path in paths]
+    for ds in slices:
+        ds.SeriesInstanceUID, ds.StudyInstanceUID = slices[0].SeriesInstanceUID, slices[0].StudyInstanceUID
+    store(orthanc, slices)
+    return slices
+
+
+def _wait_until(done: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 15
+    while not done():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
 def test_a_missed_frame_brings_the_rest_of_its_series(
     radiologist: TestClient, orthanc: OrthancConnection, shared_data: Path
 ) -> None:
-    slices = [
-        relabelled(path, f"read ahead {path.name}")
-        for path in sorted((shared_data / "dicom" / "ct_3slice").glob("*"))
-    ]
-    for ds in slices:  # one series
-        ds.SeriesInstanceUID, ds.StudyInstanceUID = slices[0].SeriesInstanceUID, slices[0].StudyInstanceUID
-    store(orthanc, slices)
+    slices = _ct_series(orthanc, shared_data, "read ahead")
     response = radiologist.get(_frame_url(slices[0]), headers={"Accept": LE_ACCEPT})
     assert response.status_code == 200
     cache = radiologist.app.state.frame_source.cache
-    deadline = time.monotonic() + 15
-    while not all((str(ds.SOPInstanceUID), 1) in cache for ds in slices):
-        assert time.monotonic() < deadline, "the other slices of the series were not loaded"
-        time.sleep(0.05)
+    _wait_until(
+        lambda: all((str(ds.SOPInstanceUID), 1) in cache for ds in slices),
+        "the other slices of the series were not loaded",
+    )
     for ds in slices[1:]:  # served from what the series answer brought
         again = frame_parts(radiologist.get(_frame_url(ds), headers={"Accept": LE_ACCEPT}))[0]
         assert again == cache.get((str(ds.SOPInstanceUID), 1))
@@ -249,3 +262,23 @@ def test_a_file_whose_frames_would_decode_past_the_budget_is_refused(shared_data
     assert frames_of_file(data, whole)[1] == frames  # exactly the budget: decoded
     with pytest.raises(FrameError, match="more than"):
         frames_of_file(data, whole - 1)
+
+
+def test_a_series_load_cut_by_an_outage_is_tried_again(
+    radiologist: TestClient, orthanc: OrthancConnection, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slices = _ct_series(orthanc, shared_data, "outage")
+    archive = radiologist.app.state.archive
+    real = archive.series_files
+
+    def down(*args: object) -> object:
+        raise ArchiveError("Orthanc is unreachable: ConnectError")
+
+    monkeypatch.setattr(archive, "series_files", down)
+    assert radiologist.get(_frame_url(slices[0]), headers={"Accept": LE_ACCEPT}).status_code == 200
+    source = radiologist.app.state.frame_source
+    _wait_until(lambda: not source._series, "the failed series load did not end")
+    monkeypatch.setattr(archive, "series_files", real)
+    assert radiologist.get(_frame_url(slices[1]), headers={"Accept": LE_ACCEPT}).status_code == 200
+    last = (str(slices[2].SOPInstanceUID), 1)
+    _wait_until(lambda: last in source.cache, "the series was not loaded once Orthanc was back")
