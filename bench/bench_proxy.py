@@ -122,7 +122,7 @@ def main() -> None:
                         lambda c, p: c.get(f"/dicomweb{p}/rendered", headers=PNG_ACCEPT),
                     ),
                     (  # the study page's series pictures; Orthanc's nearest is its JPEG /rendered
-                        "thumbnail 128 px (Orthanc: rendered JPEG)",
+                        "thumbnail 128 px (vs rendered JPEG)",
                         lambda c, p: c.get(f"{p}/rendered", headers={"Accept": "image/jpeg"}),
                         lambda c, p: c.get(f"/api{p}/thumbnail.png", params={"size": "128"}),
                     ),
