@@ -30,6 +30,14 @@ class Settings(BaseSettings):
         True, description="Send cookies over HTTPS only. Browsers treat 127.0.0.1 as secure."
     )
     session_hours: float = 12.0
+    session_recheck_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long the pixel routes (frames, thumbnails, rendered images) trust a session the "
+        "database found live, instead of asking again for each of a series' hundreds of frames. A session "
+        "ended by another process (`openaim user disable`) reads pixels for at most this long; 0 asks "
+        "every time.",
+    )
 
     orthanc_url: str | None = Field(
         None,

@@ -24,9 +24,10 @@ from viewer.access.deps import (
     NotSignedInError,
     PasswordChangeRequiredError,
     check_csrf,
-    current_user,
+    signed_in_user,
 )
 from viewer.access.headers import SecurityHeaders
+from viewer.access.session_memo import SessionMemo
 from viewer.admin import audit_log, users
 from viewer.ai_results import foreign_masks, heatmaps
 from viewer.archive.client import Archive, ArchiveError, NotInArchive
@@ -63,10 +64,11 @@ def create_app(settings: Settings, orthanc: OrthancConnection) -> FastAPI:
     app.state.engine = make_engine(settings.resolved_database_url)
     app.state.db = session_factory(app.state.engine)
     app.state.templates = make_templates(settings.frontend_dir)
+    app.state.session_memo = SessionMemo(settings.session_recheck_s)
 
     app.include_router(signin.router)
     app.include_router(password.router)  # its own check: reachable while a password must change
-    signed_in = [Depends(current_user), Depends(check_csrf)]
+    signed_in = [Depends(signed_in_user), Depends(check_csrf)]
     routers = (
         worklist,
         study,

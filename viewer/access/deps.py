@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
 from openaim import audit
 from openaim.settings import Settings
+from viewer.access.session_memo import SessionMemo, SignedIn, look_up
 from viewer.access.sessions import UserSession, find_session
 from viewer.access.users import Role, User
 from viewer.archive.client import Archive
@@ -122,6 +124,39 @@ async def current_session(
 PasswordChanger = Annotated[UserSession, Depends(current_session)]
 
 
+async def memo_session(request: Request) -> SignedIn | None:
+    """Who the request's cookie signs in, or None. A request that changes something is always checked
+    against the database; one that only reads may take the answer ``SessionMemo`` kept from a moment ago
+    (session_memo.py says why and what it costs)."""
+    token = request.cookies.get(cookie_names(request.app.state.settings)[0])
+    if not token:
+        return None
+    memo: SessionMemo = request.app.state.session_memo
+    found = None if request.method in UNSAFE_METHODS else memo.get(token)
+    if found is None:
+        found = await run_in_threadpool(look_up, request.app.state.db, token)
+        if found is None:
+            memo.forget(token)
+            return None
+        memo.put(token, found)
+    request.state.page_user = PageUser(
+        found.display_name, tuple(sorted(role.value for role in found.roles)), found.csrf_token
+    )
+    return found
+
+
+async def signed_in_user(found: Annotated[SignedIn | None, Depends(memo_session)]) -> SignedIn:
+    """The check every signed-in route goes through (``create_app`` puts it on each router)."""
+    if found is None:
+        raise NotSignedInError
+    if found.must_change_password:
+        raise PasswordChangeRequiredError
+    return found
+
+
+SignedInUser = Annotated[SignedIn, Depends(signed_in_user)]
+
+
 def require_roles(*roles: Role) -> Callable[[User], Awaitable[User]]:
     async def check(user: CurrentUser) -> User:
         if not user.has_any_role(*roles):
@@ -131,14 +166,24 @@ def require_roles(*roles: Role) -> Callable[[User], Awaitable[User]]:
     return check
 
 
-Reader = Annotated[User, Depends(require_roles(Role.RADIOLOGIST, Role.REVIEWER, Role.ADMIN))]
+READ_ROLES = (Role.RADIOLOGIST, Role.REVIEWER, Role.ADMIN)
+Reader = Annotated[User, Depends(require_roles(*READ_ROLES))]
 Admin = Annotated[User, Depends(require_roles(Role.ADMIN))]
 Reviewer = Annotated[User, Depends(require_roles(Role.REVIEWER, Role.ADMIN))]
 
 
-async def check_csrf(
-    request: Request, session: Annotated[UserSession | None, Depends(signed_in_session)]
-) -> None:
+async def image_reader(signed_in: SignedInUser) -> SignedIn:
+    """``Reader`` for the read-only pixel routes (frames, series bulk data, rendered images, thumbnails):
+    the same roles, checked against the memo of live sessions, with no database session for the request."""
+    if not signed_in.has_any_role(*READ_ROLES):
+        raise HTTPException(403, "Your role does not allow this.")
+    return signed_in
+
+
+ImageReader = Annotated[SignedIn, Depends(image_reader)]
+
+
+async def check_csrf(request: Request, session: Annotated[SignedIn | None, Depends(memo_session)]) -> None:
     """Every state-changing request carries the CSRF token of its session (or, before sign-in, the
     token of the sign-in form's cookie), in a header (htmx, fetch) or a form field."""
     if request.method not in UNSAFE_METHODS:

@@ -67,6 +67,7 @@ def change_password(
     if error:
         return _form(request, session, next, error, status_code=400)
     end_sessions(db, user, keep=session)  # whoever knew the old password is signed out elsewhere
+    request.app.state.session_memo.forget_all()
     trail.record(
         audit.EventType.SECURITY_ALERT,
         action=audit.Action.UPDATE,

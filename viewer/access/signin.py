@@ -110,6 +110,7 @@ def signout(
     session_cookie = cookie_names(settings)[0]
     if session is not None:
         end_session(db, request.cookies[session_cookie])
+        request.app.state.session_memo.forget(request.cookies[session_cookie])
         trail.record(
             audit.EventType.USER_AUTHENTICATION,
             action=audit.Action.EXECUTE,

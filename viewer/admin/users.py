@@ -152,6 +152,7 @@ def _apply(
         _record_refusal(trail, admin.username, username, attempt, str(error))
         return _user_page(request, db, username, 400, error=_sentence(error))
     trail.record(audit.EventType.SECURITY_ALERT, **done.audit_fields())
+    request.app.state.session_memo.forget_all()  # the user's sessions may have ended or changed roles
     return _user_page(request, db, username, notice=done.describe(), handover=handover)
 
 

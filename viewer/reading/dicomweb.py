@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from openaim import audit
-from viewer.access.deps import Admin, ArchiveClient, Audit, Reader
+from viewer.access.deps import Admin, ArchiveClient, Audit, ImageReader, Reader
 from viewer.archive.client import Archive, ArchiveError
 from viewer.archive.stow import UploadError, read_upload, stow_response
 from viewer.archive.uids import FrameList, InstanceUID, SeriesUID, StudyUID
@@ -120,7 +120,7 @@ async def series_bulk_data(
     request: Request,
     study_uid: StudyUID,
     series_uid: SeriesUID,
-    _: Reader,
+    _: ImageReader,
     archive: ArchiveClient,
     source: Frames,
 ) -> Response:
@@ -155,7 +155,7 @@ async def frames(
     series_uid: SeriesUID,
     instance_uid: InstanceUID,
     frames: FrameList,
-    _: Reader,
+    _: ImageReader,
     archive: ArchiveClient,
     source: Frames,
 ) -> Response:
@@ -189,7 +189,7 @@ async def rendered(
     study_uid: StudyUID,
     series_uid: SeriesUID,
     instance_uid: InstanceUID,
-    _: Reader,
+    _: ImageReader,
     archive: ArchiveClient,
 ) -> Response:
     path = f"/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/rendered"

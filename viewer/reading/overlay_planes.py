@@ -21,7 +21,7 @@ from PIL import Image
 from pydicom import Dataset
 
 from inference.runtime.pixels import UnreadableImage, read_dataset
-from viewer.access.deps import ArchiveClient, Reader
+from viewer.access.deps import ArchiveClient, ImageReader, Reader
 from viewer.archive.uids import InstanceUID, SeriesUID, StudyUID
 from viewer.reading.pictures import PRIVATE_IMMUTABLE
 
@@ -126,7 +126,7 @@ async def overlay_png(
     instance_uid: InstanceUID,
     group: OverlayGroup,
     frame: FrameNumber,
-    _: Reader,
+    _: ImageReader,
     archive: ArchiveClient,
 ) -> Response:
     """One overlay plane over one frame, ready to lay over the image."""

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from PIL import Image
 
 from inference.runtime.pixels import UnreadableImage, display_frame, read_dataset, representative_frame
-from viewer.access.deps import ArchiveClient, Reader
+from viewer.access.deps import ArchiveClient, ImageReader
 from viewer.archive.client import Archive
 from viewer.archive.uids import InstanceUID, SeriesUID, StudyUID
 from viewer.reading.bytes_lru import BytesLRU
@@ -67,7 +67,7 @@ async def thumbnail(
     study_uid: StudyUID,
     series_uid: SeriesUID,
     instance_uid: InstanceUID,
-    _: Reader,
+    _: ImageReader,
     archive: ArchiveClient,
     drawn: Annotated[BytesLRU[ThumbnailKey], Depends(get_thumbnails)],
     size: Annotated[int, Query(ge=16, le=512)] = 128,
