@@ -62,7 +62,9 @@ log = logging.getLogger("openaim.inference")
 # An idle service reads /changes every poll, but looks for due jobs (retries whose back-off has passed,
 # jobs whose worker died, jobs another service queued) only this often: half the cost of an idle poll.
 IDLE_CLAIM_SECONDS = 1.0
-SWEEP_RETRY_SECONDS = 5.0  # a sweep that met an archive outage (e.g. Orthanc restarting) is tried again then
+# After an archive outage the next sweep comes this soon (or when already due): while Orthanc is down, the
+# poll fails first and no sweep is tried; one that fails half-way is not repeated at every poll.
+SWEEP_AFTER_OUTAGE_SECONDS = 2.0
 # torch's own choice (one per physical core), read before any service lowers it for a forward pass
 TORCH_THREADS = torch.get_num_threads()
 
@@ -134,7 +136,13 @@ class InferenceService:
     def step(self) -> bool:
         """One poll and one batch; True when there was work. The batch is claimed at once when the poll
         read changes (they may have queued jobs) or the last claim found work, else once a second."""
-        changes = poll(self.archive, self.factory, self._candidates) + self._sweep_when_due()
+        try:
+            changes = poll(self.archive, self.factory, self._candidates) + self._sweep_when_due()
+        except ArchiveUnavailable:
+            # Orthanc may be restarting, and a restart loses the StableStudy of every study still settling
+            # (reconcile.py): sweep soon after it answers again rather than a whole interval later.
+            self._next_sweep = min(self._next_sweep, time.monotonic() + SWEEP_AFTER_OUTAGE_SECONDS)
+            raise
         ran = self.run_due() if changes or time.monotonic() >= self._next_idle_claim else 0
         if not ran:
             self.flush()
@@ -142,16 +150,10 @@ class InferenceService:
 
     def _sweep_when_due(self) -> int:
         """The reconciliation sweep (reconcile.py) at the first step and every inference_reconcile_seconds;
-        how many series it routed. One that fails is tried again sooner than a whole interval later."""
+        how many series it routed."""
         if time.monotonic() < self._next_sweep:
             return 0
-        try:
-            report = reconcile.sweep(self.archive, self.factory, self._candidates)
-        except ArchiveUnavailable:
-            self._next_sweep = time.monotonic() + min(
-                SWEEP_RETRY_SECONDS, self.settings.inference_reconcile_seconds
-            )
-            raise
+        report = reconcile.sweep(self.archive, self.factory, self._candidates)
         self._next_sweep = time.monotonic() + self.settings.inference_reconcile_seconds
         return report.series_routed
 

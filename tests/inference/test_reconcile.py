@@ -5,6 +5,7 @@ database (SQLite, and PostgreSQL where configured)."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference import catalog, reconcile
-from inference.archive import InferenceArchive
+from inference import service as service_module
+from inference.archive import ArchiveUnavailable, InferenceArchive
 from inference.catalog import Mode
 from inference.jobs import Job, JobState
 from inference.router import UnroutedSeries
@@ -40,6 +42,7 @@ STABLE_AGE = 2  # seconds: long enough to sweep a study that is still settling
 
 @dataclass
 class Platform:
+    server: OrthancServer
     orthanc: OrthancConnection
     db: sessionmaker[Session]
     service: InferenceService
@@ -91,7 +94,7 @@ def platform(tmp_path: Path, factory: sessionmaker[Session]) -> Iterator[Platfor
         catalog.set_mode(db, "openaim.tiny-cxr", "1.0.0", Mode.CLINICAL, "test")
     service = InferenceService(settings, connection, factory)
     try:
-        yield Platform(connection, factory, service)
+        yield Platform(server, connection, factory, service)
     finally:
         service.close()
         server.stop()
@@ -152,6 +155,31 @@ def test_the_service_sweeps_when_it_starts_and_then_every_interval(
     platform.store_and_lose_its_change(second)  # takes StableAge: longer than the 1 s interval
     platform.service.step()
     assert platform.jobs() == {first.SeriesInstanceUID: 1, second.SeriesInstanceUID: 1}
+
+
+def test_after_an_archive_outage_the_service_sweeps_without_waiting_for_the_interval(
+    platform: Platform, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Orthanc killed and started again (by the supervisor, say) while the service runs: what was settling
+    lost its StableStudy, and is routed as soon as Orthanc answers again, not an interval later."""
+    monkeypatch.setattr(service_module, "SWEEP_AFTER_OUTAGE_SECONDS", 0.0)
+    service = platform.service
+    service.settings = service.settings.model_copy(update={"inference_reconcile_seconds": 3600.0})
+    service.step()  # the start-up sweep: the next one is an hour away
+    chest = studies.renewed(studies.chest_xray(shared_data, 6))
+    platform.store_and_lose_its_change(chest)
+    service.step()
+    assert platform.jobs() == {}
+
+    assert platform.server.process is not None
+    platform.server.process.send_signal(signal.SIGKILL)
+    platform.server.process.wait(10)
+    with pytest.raises(ArchiveUnavailable):
+        service.step()
+    platform.server.start()
+    service.step()
+
+    assert platform.jobs() == {chest.SeriesInstanceUID: 1}
 
 
 def test_our_own_results_are_never_taken_for_unrouted_series(platform: Platform, shared_data: Path) -> None:
