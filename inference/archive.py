@@ -49,6 +49,13 @@ class SeriesInfo:
     first_instance_id: str  # the lowest InstanceNumber: what selectors and 2D models look at
 
 
+@dataclass(frozen=True)
+class ListedSeries:
+    series_uid: str
+    study_id: str  # Orthanc's ID of its study
+    main_tags: dict[str, Any]  # Modality, SeriesNumber, SeriesDescription, ... as Orthanc's index has them
+
+
 class InferenceArchive:
     def __init__(self, connection: OrthancConnection, timeout: float = 60.0) -> None:
         self._rest = OrthancRest(connection, timeout=timeout)
@@ -94,6 +101,24 @@ class InferenceArchive:
         """The study's series with their main tags (Modality, ...) and instance IDs."""
         with _from_orthanc():
             return self._rest.study_series(study_id)
+
+    def series_page(self, since: int, limit: int) -> list[ListedSeries]:
+        """A page of every series Orthanc holds, from its index alone (no file is read)."""
+        with _from_orthanc():
+            listed = self._rest.series_expanded(since, limit)
+        return [
+            ListedSeries(
+                str(item["MainDicomTags"].get("SeriesInstanceUID", "")),
+                item["ParentStudy"],
+                item["MainDicomTags"],
+            )
+            for item in listed
+        ]
+
+    def study_is_stable(self, study_id: str) -> bool:
+        """Whether Orthanc has seen no new instance of the study for StableAge seconds."""
+        with _from_orthanc():
+            return bool(self._rest.study(study_id).get("IsStable", False))
 
     def study_uid(self, study_id: str) -> str:
         with _from_orthanc():

@@ -29,7 +29,7 @@ from PIL import Image
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from inference import catalog, jobs
+from inference import catalog, jobs, reconcile
 from inference.archive import ArchiveRefused, ArchiveUnavailable, InferenceArchive, NotInArchive
 from inference.catalog import ModelVersion
 from inference.dicom_results.algorithm import Algorithm
@@ -62,6 +62,9 @@ log = logging.getLogger("openaim.inference")
 # An idle service reads /changes every poll, but looks for due jobs (retries whose back-off has passed,
 # jobs whose worker died, jobs another service queued) only this often: half the cost of an idle poll.
 IDLE_CLAIM_SECONDS = 1.0
+# After an archive outage the next sweep comes this soon (or when already due): while Orthanc is down, the
+# poll fails first and no sweep is tried; one that fails half-way is not repeated at every poll.
+SWEEP_AFTER_OUTAGE_SECONDS = 2.0
 # torch's own choice (one per physical core), read before any service lowers it for a forward pass
 TORCH_THREADS = torch.get_num_threads()
 
@@ -93,6 +96,7 @@ class InferenceService:
         self._writers = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="inference-write")
         self._writing: list[Future[None]] = []
         self._next_idle_claim = 0.0  # time.monotonic() from which an idle step claims again
+        self._next_sweep = 0.0  # time.monotonic() of the next reconciliation sweep: the first step runs one
 
     def wait_ready(self) -> None:
         """Start the result writer processes now rather than with the first result."""
@@ -132,11 +136,26 @@ class InferenceService:
     def step(self) -> bool:
         """One poll and one batch; True when there was work. The batch is claimed at once when the poll
         read changes (they may have queued jobs) or the last claim found work, else once a second."""
-        changes = poll(self.archive, self.factory, self._candidates)
+        try:
+            changes = poll(self.archive, self.factory, self._candidates) + self._sweep_when_due()
+        except ArchiveUnavailable:
+            # Orthanc may be restarting, and a restart loses the StableStudy of every study still settling
+            # (reconcile.py): sweep soon after it answers again rather than a whole interval later.
+            self._next_sweep = min(self._next_sweep, time.monotonic() + SWEEP_AFTER_OUTAGE_SECONDS)
+            raise
         ran = self.run_due() if changes or time.monotonic() >= self._next_idle_claim else 0
         if not ran:
             self.flush()
         return bool(changes or ran)
+
+    def _sweep_when_due(self) -> int:
+        """The reconciliation sweep (reconcile.py) at the first step and every inference_reconcile_seconds;
+        how many series it routed."""
+        if time.monotonic() < self._next_sweep:
+            return 0
+        report = reconcile.sweep(self.archive, self.factory, self._candidates)
+        self._next_sweep = time.monotonic() + self.settings.inference_reconcile_seconds
+        return report.series_routed
 
     def _candidates(self, db: Session) -> list[Candidate]:
         return [

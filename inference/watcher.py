@@ -68,24 +68,30 @@ def poll(
         series
         for change in changes
         if change.change_type == STABLE_STUDY
-        for series in _new_series_of(archive, factory, change.resource_id)
+        for series in new_series_of(archive, factory, change.resource_id)
     ]
     with transaction(factory) as db:
-        candidates = candidates_of(db)
-        ours = set(db.scalars(select(ModelVersion.device_uid)))
-        for series in to_route:
-            if is_own_object(series.tags, ours):  # our own SR/SEG re-stabilise the study: not news
-                # listed as unrouted before it was recognised (a version since gone from the catalog)
-                db.execute(delete(UnroutedSeries).where(UnroutedSeries.series_uid == series.series_uid))
-            else:
-                route_series(db, series.study_uid, series.series_uid, series.tags, candidates)
+        route(db, to_route, candidates_of(db))
         cursor = db.get(ChangeCursor, CURSOR_NAME) or ChangeCursor(name=CURSOR_NAME)
         cursor.last_seq = last
         db.add(cursor)
     return len(changes)
 
 
-def _new_series_of(
+def route(db: Session, to_route: list[SeriesToRoute], candidates: list[Candidate]) -> None:
+    """Each series to the models that accept it (or listed as unrouted), our own SR and SEG left out: the
+    one way a series is routed, whether the change feed or the reconciliation sweep (reconcile.py) found
+    it."""
+    ours = set(db.scalars(select(ModelVersion.device_uid)))
+    for series in to_route:
+        if is_own_object(series.tags, ours):  # our own SR/SEG re-stabilise the study: not news
+            # listed as unrouted before it was recognised (a version since gone from the catalog)
+            db.execute(delete(UnroutedSeries).where(UnroutedSeries.series_uid == series.series_uid))
+        else:
+            route_series(db, series.study_uid, series.series_uid, series.tags, candidates)
+
+
+def new_series_of(
     archive: InferenceArchive, factory: sessionmaker[Session], study_id: str
 ) -> list[SeriesToRoute]:
     """The study's series not routed before, with the attributes of each one's first instance."""

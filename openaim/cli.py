@@ -46,14 +46,14 @@ def serve(
 ) -> None:
     """Start the archive (unless an external one is configured) and the viewer."""
     from inference.service import in_background
-    from orthanc.launcher import archive
+    from orthanc.launcher import archive_with_health
     from viewer.app import serve as run_viewer
 
     settings = _settings()
     settings = settings.model_copy(update={"host": host or settings.host, "port": port or settings.port})
     upgrade(settings.resolved_database_url)
-    with archive(settings) as connection, in_background(settings, connection):
-        run_viewer(settings, connection)
+    with archive_with_health(settings) as (connection, health), in_background(settings, connection):
+        run_viewer(settings, connection, health)
 
 
 @app.command("inference")
@@ -86,13 +86,13 @@ def demo(
 ) -> None:
     """Start everything on loopback, seed the demo studies, print the URL and a demo sign-in."""
     from inference.service import in_background
-    from orthanc.launcher import archive
+    from orthanc.launcher import archive_with_health
     from viewer.app import serve as run_viewer
 
     settings = _settings()
     password = _ensure_demo_user(settings)
     typer.echo(_ensure_demo_model(settings))
-    with archive(settings) as connection, in_background(settings, connection):
+    with archive_with_health(settings) as (connection, health), in_background(settings, connection):
         report = _seed(connection, settings, limit)
         typer.echo(f"Seeded: {report.summary()}")
         typer.echo(
@@ -100,7 +100,7 @@ def demo(
             f"  demo sign-in: user {DEMO_USER!r}, password {password!r}\n"
             "  Ctrl-C stops the platform and its Orthanc.\n"
         )
-        run_viewer(settings, connection)
+        run_viewer(settings, connection, health)
 
 
 def _ensure_demo_user(settings: Settings) -> str:

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -19,6 +19,7 @@ from openaim.settings import Settings
 from orthanc.config import PLUGINS, OrthancLayout, load_or_create_credentials, orthanc_config, write_config
 from orthanc.connection import OrthancConnection
 from orthanc.rest import OrthancRest
+from orthanc.supervisor import ArchiveHealth, OrthancSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ INSTALL_HINT = (
 
 
 PR_SET_PDEATHSIG = 1
+
+HealthProbe = Callable[[], ArchiveHealth]
 
 
 class OrthancNotInstalledError(RuntimeError):
@@ -154,14 +157,24 @@ class OrthancServer:
 
 @contextlib.contextmanager
 def archive(settings: Settings) -> Iterator[OrthancConnection]:
-    """The Orthanc to use: the configured external one, or a child process stopped on exit."""
+    """The Orthanc to use: the configured external one, or a supervised child process stopped on exit."""
+    with archive_with_health(settings) as (connection, _health):
+        yield connection
+
+
+@contextlib.contextmanager
+def archive_with_health(settings: Settings) -> Iterator[tuple[OrthancConnection, HealthProbe | None]]:
+    """``archive``, and how its child Orthanc is doing (None for an external Orthanc: not ours to watch)."""
     if settings.orthanc_url:
         if not settings.orthanc_username or settings.orthanc_password is None:
             raise SystemExit("OPENAIM_ORTHANC_URL is set: set OPENAIM_ORTHANC_USERNAME and _PASSWORD too")
-        yield OrthancConnection(
-            settings.orthanc_url,
-            settings.orthanc_username,
-            settings.orthanc_password.get_secret_value(),
+        yield (
+            OrthancConnection(
+                settings.orthanc_url,
+                settings.orthanc_username,
+                settings.orthanc_password.get_secret_value(),
+            ),
+            None,
         )
         return
     server = OrthancServer(
@@ -171,5 +184,6 @@ def archive(settings: Settings) -> Iterator[OrthancConnection]:
         executable=settings.orthanc_executable,
         plugins_dir=settings.orthanc_plugins_dir,
     )
-    with server as connection:
-        yield connection
+    supervisor = OrthancSupervisor(server, max_backoff=settings.orthanc_restart_max_seconds)
+    with supervisor as connection:
+        yield connection, supervisor.health

@@ -158,6 +158,10 @@ class OrthancRest:
             for item in _call("GET studies", self._api.get_json, f"studies?since={since}&limit={limit}")
         ]
 
+    def series_expanded(self, since: int, limit: int) -> list[dict[str, Any]]:
+        """A page of Orthanc's series, each with its main tags, parent study and ``IsStable``."""
+        return self._list(f"series?expand&since={since}&limit={limit}")
+
     def lookup(self, uid: str, level: str) -> list[str]:
         """Orthanc's IDs of the resources at ``level`` (Study, Series, Instance) with this DICOM UID."""
         return list(_call("POST tools/lookup", self._api.lookup, uid, filter=level))

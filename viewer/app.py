@@ -19,6 +19,8 @@ from openaim.db import make_engine, session_factory
 from openaim.logs import uvicorn_log_config
 from openaim.settings import Settings
 from orthanc import OrthancConnection
+from orthanc.launcher import HealthProbe
+from orthanc.supervisor import ArchiveState
 from viewer.access import password, signin
 from viewer.access.deps import (
     NotSignedInError,
@@ -43,7 +45,11 @@ from viewer.templates import make_templates, render
 log = logging.getLogger("openaim.viewer")
 
 
-def create_app(settings: Settings, orthanc: OrthancConnection) -> FastAPI:
+def create_app(
+    settings: Settings, orthanc: OrthancConnection, archive_health: HealthProbe | None = None
+) -> FastAPI:
+    """The viewer; ``archive_health`` says how the child Orthanc is doing (None: an external Orthanc)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.archive = Archive(orthanc)
@@ -96,8 +102,16 @@ def create_app(settings: Settings, orthanc: OrthancConnection) -> FastAPI:
     app.mount("/vendor/htmx", StaticFiles(directory=vendor, check_dir=False), name="htmx")
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz() -> JSONResponse:
+        """503 while the child Orthanc is down or being restarted: every page needing images would fail."""
+        if archive_health is None:
+            return JSONResponse({"status": "ok"})
+        archive = archive_health()
+        running = archive.state == ArchiveState.RUNNING
+        return JSONResponse(
+            {"status": "ok" if running else "archive down", "archive": archive.as_dict()},
+            status_code=200 if running else 503,
+        )
 
     _add_error_handlers(app)
     app.add_middleware(SecurityHeaders)
@@ -151,9 +165,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error_response(request, 502, "The image archive is not answering. Try again.")
 
 
-def serve(settings: Settings, connection: OrthancConnection) -> None:
+def serve(
+    settings: Settings, connection: OrthancConnection, archive_health: HealthProbe | None = None
+) -> None:
     """Run the viewer until Ctrl-C or SIGTERM, on a database already migrated."""
-    app = create_app(settings, connection)
+    app = create_app(settings, connection, archive_health)
     uvicorn.run(
         app,
         host=settings.host,

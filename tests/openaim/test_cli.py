@@ -1,4 +1,5 @@
-"""The `openaim` command: users from the command line, and a demo that Ctrl-C stops cleanly."""
+"""The `openaim` command: users from the command line, and a demo that outlives its Orthanc's death and
+that Ctrl-C stops cleanly."""
 
 from __future__ import annotations
 
@@ -117,6 +118,7 @@ def test_demo_serves_the_platform_and_ctrl_c_leaves_no_orthanc_running(tmp_path:
         "OPENAIM_DATA_DIR": str(tmp_path / "data"),
         "OPENAIM_PORT": str(port),
         "OPENAIM_ORTHANC_HTTP_PORT": str(free_port()),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),  # this tree's code, wherever it is installed
     }
     openaim = Path(sys.executable).parent / "openaim"
     demo = subprocess.Popen(
@@ -137,6 +139,10 @@ def test_demo_serves_the_platform_and_ctrl_c_leaves_no_orthanc_running(tmp_path:
         assert _wait_until(lambda: _results(tmp_path / "data" / "openaim.db") >= 2, timeout=90), (
             "the demo model should have read both seeded chest X-rays"
         )
+        [killed] = _orthanc_pids(orthanc_config)
+        os.kill(int(killed), signal.SIGKILL)  # Orthanc dies under the platform: it is brought back
+        assert _wait_until(lambda: _archive_restarts(port) == 1, timeout=30), "Orthanc was not restarted"
+        assert _orthanc_pids(orthanc_config) not in ([], [killed])
         demo.send_signal(signal.SIGINT)
         demo.wait(timeout=30)
         assert _orthanc_pids(orthanc_config) == []
@@ -185,6 +191,12 @@ def _results(database: Path) -> int:
         count = connection.execute(text("SELECT count(*) FROM inference_results")).scalar_one()
     engine.dispose()
     return int(count)
+
+
+def _archive_restarts(port: int) -> int | None:
+    """The child Orthanc's restarts as /healthz reports them; None while it is not running."""
+    answer = httpx.get(f"http://127.0.0.1:{port}/healthz")
+    return int(answer.json()["archive"]["restarts"]) if answer.status_code == 200 else None
 
 
 def _orthanc_pids(config: Path) -> list[str]:
