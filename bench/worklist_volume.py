@@ -94,8 +94,11 @@ def fill(url: str, studies: int, seed: int = 14) -> Volume:
                     connection.execute(
                         text(f"SELECT setval('{table}_id_seq', (SELECT coalesce(max(id), 1) FROM {table}))")  # noqa: S608
                     )
-            if connection.dialect.name == "postgresql":
-                connection.execute(text("ANALYZE"))  # as autovacuum would, after a load this size
+        if engine.dialect.name == "postgresql":
+            # As autovacuum would after a load this size: statistics, and the visibility map that lets an
+            # index-only scan (the worklist's ids of a page) leave the table unread. VACUUM needs autocommit.
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.execute(text("VACUUM ANALYZE"))
     finally:
         engine.dispose()
     return Volume(studies, reader_id, "P0000010", "A00000020")

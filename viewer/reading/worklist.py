@@ -203,29 +203,34 @@ def _rows(
 ) -> list[IndexedStudy]:
     """``size`` studies after the first ``skip`` in worklist order (or its reverse), walking the index.
 
-    OFFSET reads every skipped row, so the back half of the list is read from its end. A modality held
-    by several modality sets ("CT", "CT\\PT") is one index range per set: each range is read in order up to
-    the page's end and the ranges merged, where a single IN would make PostgreSQL sort every match.
+    OFFSET reads every skipped row, so the back half of the list is read from its end, and only the ids
+    are skipped: they come from the index alone (PostgreSQL reads no table row for them, where asking for
+    whole rows fetched every skipped one: 2.8 s for the middle of a million), and the page's rows are
+    read afterwards by id. A modality held by several modality sets ("CT", "CT\\PT") is one index range
+    per set: each range is read in order up to the page's end and the ranges merged, where a single IN
+    would make PostgreSQL sort every match.
     """
-    order = [column.desc() if backwards else column.asc() for column in WORKLIST_ORDER]
     if size == 0:
         return []
+    order = [column.desc() if backwards else column.asc() for column in WORKLIST_ORDER]
     if len(sets) < 2:
-        query = select(IndexedStudy).where(*where).order_by(*order).offset(skip).limit(size)
-        return list(db.scalars(query))
-    ranges = [
-        select(IndexedStudy.id, *WORKLIST_ORDER[:-1])
-        .where(*where, IndexedStudy.modalities == value)
-        .order_by(*order)
-        .limit(skip + size)
-        .subquery()
-        for value in sets
-    ]
-    merged = union_all(*(select(*part.c) for part in ranges)).subquery()
-    merged_order = [
-        merged.c[column.key].desc() if backwards else merged.c[column.key].asc() for column in WORKLIST_ORDER
-    ]
-    ids = list(db.scalars(select(merged.c.id).order_by(*merged_order).offset(skip).limit(size)))
+        ids_query = select(IndexedStudy.id).where(*where).order_by(*order).offset(skip).limit(size)
+    else:
+        ranges = [
+            select(IndexedStudy.id, *WORKLIST_ORDER[:-1])
+            .where(*where, IndexedStudy.modalities == value)
+            .order_by(*order)
+            .limit(skip + size)
+            .subquery()
+            for value in sets
+        ]
+        merged = union_all(*(select(*part.c) for part in ranges)).subquery()
+        merged_order = [
+            merged.c[column.key].desc() if backwards else merged.c[column.key].asc()
+            for column in WORKLIST_ORDER
+        ]
+        ids_query = select(merged.c.id).order_by(*merged_order).offset(skip).limit(size)
+    ids = list(db.scalars(ids_query))
     found = {study.id: study for study in db.scalars(select(IndexedStudy).where(IndexedStudy.id.in_(ids)))}
     return [found[study_id] for study_id in ids]
 
