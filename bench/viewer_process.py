@@ -56,6 +56,11 @@ def viewer_process(data_dir: Path, orthanc: OrthancConnection, username: str, pa
         process.join(10)
 
 
+def viewer_pid() -> int:
+    """The process id of the viewer this process started (for reading its CPU time)."""
+    return next(p.pid for p in multiprocessing.active_children() if p.name == "viewer" and p.pid)
+
+
 def _wait_until_up(base: str, process: multiprocessing.process.BaseProcess, within_s: float = 60) -> None:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
