@@ -33,6 +33,8 @@ router = APIRouter(prefix="/dicomweb")
 # Headers from Orthanc worth passing to the browser; the rest (auth challenges, server) stay behind.
 PASSED_HEADERS = ("content-type", "content-length", "content-encoding", "etag", "last-modified")
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+# QIDO-RS paging (PS3.18 8.3.4.4): Orthanc answers 500 to `limit=-1`, which the proxy would pass on as 502.
+PAGING = re.compile(r"[0-9]{1,9}")
 
 
 def rendered_media_type(accept: str) -> str:
@@ -40,6 +42,14 @@ def rendered_media_type(accept: str) -> str:
     Ask for one type it renders: PNG (lossless) unless the client asked for JPEG only."""
     wants_jpeg_only = "image/jpeg" in accept and not any(t in accept for t in ("image/png", "image/*", "*/*"))
     return "image/jpeg" if wants_jpeg_only else "image/png"
+
+
+def _checked_paging(request: Request) -> None:
+    """A search's limit and offset are whole numbers, or the search is the client's mistake (400)."""
+    for name in ("limit", "offset"):
+        for value in request.query_params.getlist(name):
+            if not PAGING.fullmatch(value):
+                raise HTTPException(400, f"{name} must be a whole number from 0 to 999999999")
 
 
 async def _forward(
@@ -73,11 +83,13 @@ async def search_studies(request: Request, _: Reader, archive: ArchiveClient, tr
         action=audit.Action.EXECUTE,
         detail={"scope": "qido-rs studies", "query": request.url.query[:512]},
     )
+    _checked_paging(request)
     return await _forward(request, archive, "/studies")
 
 
 @router.get("/studies/{study_uid}/series")
 async def search_series(request: Request, study_uid: StudyUID, _: Reader, archive: ArchiveClient) -> Response:
+    _checked_paging(request)
     return await _forward(request, archive, f"/studies/{study_uid}/series")
 
 
@@ -85,6 +97,7 @@ async def search_series(request: Request, study_uid: StudyUID, _: Reader, archiv
 async def search_instances(
     request: Request, study_uid: StudyUID, series_uid: SeriesUID, _: Reader, archive: ArchiveClient
 ) -> Response:
+    _checked_paging(request)
     return await _forward(request, archive, f"/studies/{study_uid}/series/{series_uid}/instances")
 
 
