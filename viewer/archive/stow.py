@@ -110,7 +110,31 @@ def check_dicom(name: str, data: bytes) -> UploadedFile:
     )
 
 
+# The Image Pixel Module values a picture may have (PS3.3 C.7.6.3): Orthanc 1.10 crashed rendering a JPEG
+# 2000 file that claimed 255 samples per pixel.
+PIXEL_MODULE_VALUES = {
+    "SamplesPerPixel": frozenset({1, 3}),
+    "PixelRepresentation": frozenset({0, 1}),
+    "BitsAllocated": frozenset({1, 8, 16, 32, 64}),
+}
+
+
+def _check_pixel_module(name: str, dataset: Any) -> None:
+    """The Image Pixel Module's values within what the standard allows, wherever they appear."""
+    try:
+        for keyword, allowed in PIXEL_MODULE_VALUES.items():
+            value = dataset.get(keyword)
+            if value is not None and value != "" and int(value) not in allowed:
+                raise UploadError(f"{name} has {keyword} {value} (allowed: {sorted(allowed)})")
+        allocated, stored = dataset.get("BitsAllocated"), dataset.get("BitsStored")
+        if allocated and stored is not None and not 1 <= int(stored) <= int(allocated):
+            raise UploadError(f"{name} stores {stored} bits in {allocated} allocated")
+    except (TypeError, ValueError) as error:
+        raise UploadError(f"{name} has a malformed Image Pixel Module: {error}") from None
+
+
 def _check_pixel_data(name: str, dataset: Any, syntax: UID) -> None:
+    _check_pixel_module(name, dataset)
     if "PixelData" not in dataset:
         return
     if syntax.is_compressed:

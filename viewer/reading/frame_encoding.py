@@ -109,8 +109,13 @@ class PixelFormat:
             raise Undecodable(f"the header declares a {self.columns} x {self.rows} image")
         if self.bits_allocated not in (1, 8, 16, 32):
             raise Undecodable(f"{self.bits_allocated} bits allocated per pixel (1, 8, 16 or 32 are read)")
-        if not 1 <= self.samples_per_pixel <= 4:
-            raise Undecodable(f"{self.samples_per_pixel} samples per pixel")
+        if self.samples_per_pixel not in (1, 3):  # Orthanc 1.10 crashed rendering a file claiming 255
+            raise Undecodable(f"{self.samples_per_pixel} samples per pixel (1 or 3 are read)")
+        if self.pixel_representation not in (0, 1) or not 1 <= self.bits_stored <= self.bits_allocated:
+            raise Undecodable(
+                f"pixel representation {self.pixel_representation}, {self.bits_stored} bits stored in "
+                f"{self.bits_allocated} allocated"
+            )
         if self.frame_bytes > max_frame_bytes:
             raise Undecodable(
                 f"a frame of {self.columns} x {self.rows} x {self.samples_per_pixel} samples of "
@@ -172,16 +177,17 @@ def parse_multipart(content_type: str, body: bytes) -> list[FramePart]:
     return parts
 
 
-def multipart_body(frames: Sequence[bytes], boundary: str) -> bytes:
-    """The platform's own frames answer: one application/octet-stream part per frame, Explicit VR LE."""
-    body = b"".join(part_head(boundary) + frame + b"\r\n" for frame in frames)
+def multipart_body(frames: Sequence[bytes], boundary: str, transfer_syntax: str = EXPLICIT_LE) -> bytes:
+    """The platform's own frames answer: one application/octet-stream part per frame, Explicit VR LE
+    (or the file's own syntax, for big-endian frames served as stored)."""
+    body = b"".join(part_head(boundary, None, transfer_syntax) + frame + b"\r\n" for frame in frames)
     return body + f"--{boundary}--\r\n".encode()
 
 
-def part_head(boundary: str, location: str | None = None) -> bytes:
+def part_head(boundary: str, location: str | None = None, transfer_syntax: str = EXPLICIT_LE) -> bytes:
     """One part's delimiter and headers; a bulk data part names its frame (PS3.18 Content-Location)."""
     named = f"Content-Location: {location}\r\n" if location else ""
-    content_type = f"Content-Type: application/octet-stream; transfer-syntax={EXPLICIT_LE}\r\n"
+    content_type = f"Content-Type: application/octet-stream; transfer-syntax={transfer_syntax}\r\n"
     return f"--{boundary}\r\n{content_type}{named}\r\n".encode()
 
 

@@ -249,14 +249,14 @@ class FrameSource:
         try:
             return await self._fetch(study_uid, series_uid, instance_uid, numbers, AS_STORED)
         except FrameError as error:
-            if error.status_code != 502:
+            if error.status_code not in (422, 502):
                 raise
             stored = await self.archive.stored_transfer_syntax(instance_uid)
             if stored != BIG_ENDIAN:
                 raise
-            return await self._frames_from_file(study_uid, series_uid, instance_uid, numbers)
+            return await self.frames_from_file(study_uid, series_uid, instance_uid, numbers)
 
-    async def _frames_from_file(
+    async def frames_from_file(
         self, study_uid: str, series_uid: str, instance_uid: str, numbers: list[int]
     ) -> list[FramePart]:
         """Native frames cut from the instance's file, in the file's own transfer syntax."""
@@ -286,6 +286,8 @@ class FrameSource:
         )
         if response.status_code in (400, 404):
             raise FrameError("Not found in the archive.", 404)
+        if response.status_code == 500:  # Orthanc answers, but cannot read (or transcode) this file's frames
+            raise Undecodable("the archive could not read its frames")
         if response.status_code != 200:
             raise FrameError(f"The archive answered {response.status_code}.", 502)
         parts = parse_multipart(response.headers.get("content-type", ""), response.content)
