@@ -142,3 +142,17 @@ def test_a_file_claiming_more_frames_than_its_pixel_data_holds_is_undecodable(sh
             frames_of_file(buffer.getvalue(), largest=None, max_frame_bytes=1 << 20)
         assert isinstance(refused.value, Undecodable), refused.value
         assert "2147483647 frames" in str(refused.value)
+
+
+def test_a_series_whose_only_header_is_unusable_is_422_not_500(
+    radiologist: TestClient, orthanc: OrthancConnection, shared_data: Path
+) -> None:
+    """Number of Frames with two values: no frame count, no frames; the description says so."""
+    ds = relabelled(shared_data / "dicom" / "ct_3slice" / "02.dcm", "two frame counts")
+    ds.NumberOfFrames = ["1", "2"]
+    _stored(orthanc, ds)
+    images = f"/api/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/images"
+    for url in (images, f"{images}?first=true"):
+        response = radiologist.get(url)
+        assert response.status_code == 422, response.text
+        assert "cannot be decoded" in response.json()["detail"]
