@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         description="Memory for decoded frames the viewer keeps (an instance's pixels never change): a "
         "cached frame costs no Orthanc request and no decoding. 256 MB holds ~500 CT slices.",
     )
+    viewer_max_frame_mb: int = Field(
+        128,
+        ge=1,
+        description="The largest frame the viewer decodes, in MB once decoded (an 8192 x 8192 16-bit "
+        "frame is 128 MB). A header may claim 65535 x 65535 pixels in a few bytes of compressed data: "
+        "such a frame is refused (422) before any memory is allocated for it.",
+    )
     viewer_thumbnail_cache_mb: int = Field(
         16,
         ge=0,

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from openaim import audit
 from openaim.audit import AuditEvent, AuditFilter, EventType
 from viewer.access.deps import Admin, Audit, DbSession
+from viewer.row_ids import OptionalRowIdQuery
 from viewer.templates import render
 
 router = APIRouter()
@@ -141,7 +142,7 @@ def audit_log_page(
     event: EventQuery = "",
     since: DateQuery = "",
     until: DateQuery = "",
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: OptionalRowIdQuery = None,
 ) -> Response:
     filters = _filters(user, event, since, until)
     rows = audit.newest(db, filters.selection, PAGE_ROWS + 1, before_id=before)

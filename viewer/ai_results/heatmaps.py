@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import io
 from functools import cache
-from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 from PIL import Image
 from sqlalchemy import select
@@ -18,6 +17,7 @@ from inference.catalog import Mode, ModelVersion
 from inference.results import Finding, InferenceResult
 from viewer.access.deps import DbSession, Reader
 from viewer.reading.reads import ai_hidden
+from viewer.row_ids import RowId
 
 router = APIRouter()
 
@@ -66,7 +66,7 @@ def legend_png(width: int = 256, height: int = 12) -> bytes:
 
 
 @router.get("/api/ai/findings/{finding_id}/heatmap.png")
-def heatmap(finding_id: Annotated[int, Path(ge=1, le=2**62)], user: Reader, db: DbSession) -> Response:
+def heatmap(finding_id: RowId, user: Reader, db: DbSession) -> Response:
     query = (
         select(Finding.heatmap_png, InferenceResult.study_uid)
         .join(InferenceResult, InferenceResult.id == Finding.result_id)

@@ -12,7 +12,7 @@ import secrets
 from typing import Annotated
 
 import pydicom
-from fastapi import APIRouter, Body, HTTPException, Path
+from fastapi import APIRouter, Body, HTTPException
 from fastapi.responses import Response
 from pydantic import Field
 from pydicom import Dataset
@@ -23,7 +23,7 @@ from openaim.uids import UID_PATTERN
 from viewer.access.deps import ArchiveClient, Audit, AuditTrail, DbSession, Reviewer
 from viewer.archive.client import Archive
 from viewer.case_packs.build import CasePackError, attribution_for, build_case_pack
-from viewer.review.meetings import meeting_or_404
+from viewer.review.meetings import MeetingId, meeting_or_404
 
 router = APIRouter()
 
@@ -56,7 +56,7 @@ async def create_case_pack(
 
 @router.post("/review/meetings/{meeting_id}/case-pack")
 async def meeting_case_pack(
-    meeting_id: Annotated[int, Path(ge=1)], _: Reviewer, db: DbSession, archive: ArchiveClient, trail: Audit
+    meeting_id: MeetingId, _: Reviewer, db: DbSession, archive: ArchiveClient, trail: Audit
 ) -> Response:
     """The meeting's cases as a teaching pack: the same cases, de-identified, in the meeting's order."""
     meeting = meeting_or_404(db, meeting_id)

@@ -19,6 +19,7 @@ from viewer.access.deps import Audit, DbSession, Reader
 from viewer.access.users import Role, User, find_user
 from viewer.feedback.records import Feedback, reasons_of
 from viewer.reading.study_labels import study_labels
+from viewer.row_ids import OptionalRowIdQuery
 from viewer.templates import render
 
 router = APIRouter()
@@ -34,7 +35,7 @@ def feedback_history(
     db: DbSession,
     trail: Audit,
     reader: Annotated[str, Query(alias="user", max_length=64, pattern=r"^[^\x00-\x1f]*$")] = "",
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: OptionalRowIdQuery = None,
 ) -> Response:
     is_admin = user.has_any_role(Role.ADMIN)
     if reader and reader != user.username and not is_admin:

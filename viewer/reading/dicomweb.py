@@ -20,8 +20,11 @@ from viewer.archive.stow import UploadError, read_upload, stow_response
 from viewer.archive.uids import FrameList, InstanceUID, SeriesUID, StudyUID
 from viewer.reading.frame_encoding import (
     AS_STORED,
+    BIG_ENDIAN,
     EXPLICIT_LE,
     FrameError,
+    PixelFormat,
+    Undecodable,
     multipart_body,
     transfer_syntax_of,
 )
@@ -33,6 +36,8 @@ router = APIRouter(prefix="/dicomweb")
 # Headers from Orthanc worth passing to the browser; the rest (auth challenges, server) stay behind.
 PASSED_HEADERS = ("content-type", "content-length", "content-encoding", "etag", "last-modified")
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+# QIDO-RS paging (PS3.18 8.3.4.4): Orthanc answers 500 to `limit=-1`, which the proxy would pass on as 502.
+PAGING = re.compile(r"[0-9]{1,9}")
 
 
 def rendered_media_type(accept: str) -> str:
@@ -40,6 +45,14 @@ def rendered_media_type(accept: str) -> str:
     Ask for one type it renders: PNG (lossless) unless the client asked for JPEG only."""
     wants_jpeg_only = "image/jpeg" in accept and not any(t in accept for t in ("image/png", "image/*", "*/*"))
     return "image/jpeg" if wants_jpeg_only else "image/png"
+
+
+def _checked_paging(request: Request) -> None:
+    """A search's limit and offset are whole numbers, or the search is the client's mistake (400)."""
+    for name in ("limit", "offset"):
+        for value in request.query_params.getlist(name):
+            if not PAGING.fullmatch(value):
+                raise HTTPException(400, f"{name} must be a whole number from 0 to 999999999")
 
 
 async def _forward(
@@ -52,6 +65,8 @@ async def _forward(
         raise HTTPException(502, str(error)) from error
     if upstream.status_code >= 400:
         await upstream.close()
+        if pixels and upstream.status_code == 500:  # Orthanc is up; this file's pixels it cannot read
+            raise HTTPException(422, "this file cannot be decoded: the archive could not read its pixels")
         status = upstream.status_code if upstream.status_code in (400, 404, 406) else 502
         raise HTTPException(status, "Not found in the archive." if status == 404 else "Archive error.")
     headers = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_HEADERS}
@@ -73,11 +88,13 @@ async def search_studies(request: Request, _: Reader, archive: ArchiveClient, tr
         action=audit.Action.EXECUTE,
         detail={"scope": "qido-rs studies", "query": request.url.query[:512]},
     )
+    _checked_paging(request)
     return await _forward(request, archive, "/studies")
 
 
 @router.get("/studies/{study_uid}/series")
 async def search_series(request: Request, study_uid: StudyUID, _: Reader, archive: ArchiveClient) -> Response:
+    _checked_paging(request)
     return await _forward(request, archive, f"/studies/{study_uid}/series")
 
 
@@ -85,6 +102,7 @@ async def search_series(request: Request, study_uid: StudyUID, _: Reader, archiv
 async def search_instances(
     request: Request, study_uid: StudyUID, series_uid: SeriesUID, _: Reader, archive: ArchiveClient
 ) -> Response:
+    _checked_paging(request)
     return await _forward(request, archive, f"/studies/{study_uid}/series/{series_uid}/instances")
 
 
@@ -160,14 +178,29 @@ async def frames(
     source: Frames,
 ) -> Response:
     answer = frames_answer(request.headers.get("accept", "*/*"))
+    numbers = [int(number) for number in frames.split(",")]
     if answer == AS_STORED:
         path = f"/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/frames/{frames}"
-        return await _forward(request, archive, path, pixels=True)
+        try:
+            return await _forward(request, archive, path, pixels=True)
+        except HTTPException as error:  # Orthanc 1.10 cannot serve big-endian frames as stored: cut here
+            if error.status_code != 422 or await archive.stored_transfer_syntax(instance_uid) != BIG_ENDIAN:
+                raise
+        try:
+            parts = await source.frames_from_file(study_uid, series_uid, instance_uid, numbers)
+        except FrameError as error:
+            raise HTTPException(error.status_code, str(error)) from error
+        boundary = secrets.token_hex(16)
+        return Response(
+            multipart_body([part.data for part in parts], boundary, BIG_ENDIAN),
+            media_type=f'multipart/related; type="application/octet-stream"; transfer-syntax={BIG_ENDIAN}; '
+            f"boundary={boundary}",
+            headers={"cache-control": "private, max-age=3600"},
+        )
     if answer is None:
         raise HTTPException(
             406, "Frames are served as stored (transfer-syntax=*) or as Explicit VR Little Endian."
         )
-    numbers = [int(number) for number in frames.split(",")]
     try:
         data = await source.frames(study_uid, series_uid, instance_uid, numbers)
     except FrameError as error:
@@ -191,7 +224,20 @@ async def rendered(
     instance_uid: InstanceUID,
     _: ImageReader,
     archive: ArchiveClient,
+    source: Frames,
 ) -> Response:
+    """Orthanc renders, but only an image whose header the platform would decode itself: Orthanc 1.10
+    crashed rendering a JPEG 2000 file that claimed 255 samples per pixel (a file stored by C-STORE never
+    met the upload's checks)."""
+    ds = await archive.instance_metadata(study_uid, series_uid, instance_uid)
+    if ds is None:
+        raise HTTPException(404, "Not found in the archive.")
+    try:
+        if "PixelData" not in ds:
+            raise Undecodable("it has no pixel data")
+        PixelFormat.from_dataset(ds).check_decodable(source.max_frame_bytes)
+    except Undecodable as error:
+        raise HTTPException(error.status_code, str(error)) from None
     path = f"/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/rendered"
     accept_type = rendered_media_type(request.headers.get("accept", "*/*"))
     return await _forward(request, archive, path, accept_type, pixels=True)
@@ -219,6 +265,8 @@ async def store(request: Request, _: Admin, archive: ArchiveClient, trail: Audit
             response = await archive.store_instance(upload.data)
         except ArchiveError as error:
             raise HTTPException(502, str(error)) from error
+        if response.status_code == 400:  # past the platform's checks, but Orthanc's parser says no
+            raise HTTPException(400, f"The archive refused {upload.name} as invalid DICOM.")
         if response.status_code != 200:
             raise HTTPException(502, f"The archive refused {upload.name}: {response.status_code}")
         stored.append(upload)

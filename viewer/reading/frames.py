@@ -36,11 +36,13 @@ from viewer.reading.bytes_lru import BytesLRU
 from viewer.reading.frame_encoding import (
     AS_STORED,
     BIG_ENDIAN,
+    DEFAULT_MAX_FRAME_BYTES,
     EXPLICIT_LE,
-    JPEG_2000,
+    JPEG_EXTENDED,
     FrameError,
     FramePart,
     PixelFormat,
+    Undecodable,
     frames_of_file,
     needs_decoding,
     parse_multipart,
@@ -73,8 +75,7 @@ async def series_bulk(
     """
 
     async def load(instance: InstanceFrames) -> list[bytes]:
-        numbers = range(1, instance.frames + 1)
-        return await source.frames(instance.study_uid, instance.series_uid, instance.instance_uid, numbers)
+        return await source.instance_frames(instance)
 
     ahead: deque[tuple[InstanceFrames, asyncio.Task[list[bytes]]]] = deque()
     queue = iter(instances)
@@ -126,8 +127,13 @@ class FrameSource:
     """Frames in Explicit VR Little Endian: from the cache, or loaded from Orthanc once and shared by every
     request that wants them at the same time."""
 
-    def __init__(self, archive: Archive, max_bytes: int) -> None:
+    def __init__(
+        self, archive: Archive, max_bytes: int, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    ) -> None:
         self.archive = archive
+        self.max_frame_bytes = (
+            max_frame_bytes  # no frame decoded here is larger (a header may claim anything)
+        )
         self.cache: BytesLRU[tuple[str, int]] = BytesLRU(max_bytes)  # (instance UID, frame number)
         self._formats: OrderedDict[str, PixelFormat] = OrderedDict()
         self._loading: dict[tuple[str, int], asyncio.Future[bytes]] = {}
@@ -169,6 +175,26 @@ class FrameSource:
                 found.update(await self._load(study_uid, series_uid, instance_uid, [number]))
         return [found[number] for number in numbers]
 
+    async def instance_frames(self, instance: InstanceFrames) -> list[bytes]:
+        """Every frame of an instance, for series bulk data. ``instance.frames`` is the header's Number of
+        Frames (from Orthanc's index) and a hostile file may claim 2**31-1: beyond one frame it is trusted
+        only as far as the cache holds the frames; otherwise the file is read and its frames are counted
+        against its pixel data before anything is allocated (``frames_of_file``), then kept."""
+        uid = instance.instance_uid
+        if instance.frames == 1:
+            return await self.frames(instance.study_uid, instance.series_uid, uid, [1])
+        cached: list[bytes] = []
+        while len(cached) < instance.frames and (frame := self.cache.get((uid, len(cached) + 1))) is not None:
+            cached.append(frame)
+        if len(cached) == instance.frames:
+            return cached
+        data = await self.archive.retrieve_instance(instance.study_uid, instance.series_uid, uid)
+        budget = max(self.cache.max_bytes, self.max_frame_bytes)
+        _, frames = await asyncio.to_thread(frames_of_file, data, budget, self.max_frame_bytes)
+        for number, frame in enumerate(frames, start=1):
+            self.cache.put((uid, number), frame)
+        return frames
+
     async def _load(
         self, study_uid: str, series_uid: str, instance_uid: str, numbers: list[int]
     ) -> dict[int, bytes]:
@@ -202,12 +228,15 @@ class FrameSource:
         if not any(needs_decoding(part.transfer_syntax, fmt.photometric if fmt else None) for part in parts):
             return dict(zip(numbers, (part.data for part in parts), strict=True))
         fmt = fmt or await self._format(study_uid, series_uid, instance_uid)
+        fmt.check_decodable(self.max_frame_bytes)  # before any decoder, or Orthanc, allocates it
         try:
-            decoded = await asyncio.to_thread(_decode_all, parts, fmt)
-        except Exception as error:  # pydicom lacks a codec (12-bit JPEG extended), or corrupt data
-            if any(part.transfer_syntax in JPEG_2000 for part in parts):
-                raise FrameError(f"the frame could not be decoded: {error}", 502) from error
-            log.info("pydicom could not decode %s (%s); Orthanc transcodes it", instance_uid, error)
+            decoded = await asyncio.to_thread(_decode_all, parts, fmt, self.max_frame_bytes)
+        except Undecodable as error:
+            # Only the codec pydicom lacks goes to Orthanc: asking it to transcode corrupt data (or JPEG
+            # 2000) risks crashing it for everyone.
+            if not all(part.transfer_syntax == JPEG_EXTENDED for part in parts) or fmt.bits_stored <= 8:
+                raise
+            log.info("pydicom could not decode %s (%s); Orthanc transcodes it", instance_uid, error.reason)
             transcoded = await self._fetch(study_uid, series_uid, instance_uid, numbers, EXPLICIT_LE)
             decoded = [part.data for part in transcoded]
         return dict(zip(numbers, decoded, strict=True))
@@ -220,25 +249,34 @@ class FrameSource:
         try:
             return await self._fetch(study_uid, series_uid, instance_uid, numbers, AS_STORED)
         except FrameError as error:
-            if error.status_code != 502:
+            if error.status_code not in (422, 502):
                 raise
             stored = await self.archive.stored_transfer_syntax(instance_uid)
             if stored != BIG_ENDIAN:
                 raise
-            return await self._frames_from_file(study_uid, series_uid, instance_uid, numbers)
+            return await self.frames_from_file(study_uid, series_uid, instance_uid, numbers)
 
-    async def _frames_from_file(
+    async def frames_from_file(
         self, study_uid: str, series_uid: str, instance_uid: str, numbers: list[int]
     ) -> list[FramePart]:
         """Native frames cut from the instance's file, in the file's own transfer syntax."""
         data = await self.archive.retrieve_instance(study_uid, series_uid, instance_uid)
-        ds = await asyncio.to_thread(dcmread, io.BytesIO(data))
-        size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
-        pixels = ds.get("PixelData") or b""
-        if size <= 0 or max(numbers) * size > len(pixels):
+        try:
+            ds = await asyncio.to_thread(dcmread, io.BytesIO(data))
+            pixels = ds.get("PixelData") or b""
+        except Exception as error:
+            raise Undecodable(f"the file does not parse ({type(error).__name__})") from None
+        fmt = PixelFormat.from_dataset(ds)
+        if max(numbers) > fmt.frames:
             raise FrameError("Not found in the archive.", 404)
-        syntax = str(ds.file_meta.TransferSyntaxUID)
-        return [FramePart(syntax, bytes(pixels[(n - 1) * size : n * size])) for n in numbers]
+        fmt.check_decodable(self.max_frame_bytes)
+        size = fmt.stored_frame_bytes
+        if fmt.frames * size > len(pixels):
+            raise Undecodable(
+                f"the header declares {fmt.frames} frames of {size} bytes; the file holds "
+                f"{len(pixels)} bytes of pixel data"
+            )
+        return [FramePart(BIG_ENDIAN, bytes(pixels[(n - 1) * size : n * size])) for n in numbers]
 
     async def _fetch(
         self, study_uid: str, series_uid: str, instance_uid: str, numbers: list[int], transfer_syntax: str
@@ -248,6 +286,8 @@ class FrameSource:
         )
         if response.status_code in (400, 404):
             raise FrameError("Not found in the archive.", 404)
+        if response.status_code == 500:  # Orthanc answers, but cannot read (or transcode) this file's frames
+            raise Undecodable("the archive could not read its frames")
         if response.status_code != 200:
             raise FrameError(f"The archive answered {response.status_code}.", 502)
         parts = parse_multipart(response.headers.get("content-type", ""), response.content)
@@ -325,7 +365,7 @@ class FrameSource:
                     if enough.is_set():
                         return
                     try:
-                        instance_uid, frames = frames_of_file(data, budget)
+                        instance_uid, frames = frames_of_file(data, budget, self.max_frame_bytes)
                     except Exception as error:  # an unreadable file: its frames are fetched one by one
                         log.info("series load: a file left to per-frame retrieval (%s)", type(error).__name__)
                         continue
@@ -343,9 +383,11 @@ class FrameSource:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _decode_all(parts: list[FramePart], fmt: PixelFormat) -> list[bytes]:
+def _decode_all(parts: list[FramePart], fmt: PixelFormat, max_frame_bytes: int) -> list[bytes]:
     return [
-        to_explicit_le(part, fmt) if needs_decoding(part.transfer_syntax, fmt.photometric) else part.data
+        to_explicit_le(part, fmt, max_frame_bytes)
+        if needs_decoding(part.transfer_syntax, fmt.photometric)
+        else part.data
         for part in parts
     ]
 
@@ -355,7 +397,12 @@ async def get_frame_source(request: Request) -> FrameSource:
     state = request.app.state
     source: FrameSource | None = getattr(state, "frame_source", None)
     if source is None or source.archive is not state.archive:
-        source = FrameSource(state.archive, state.settings.viewer_frame_cache_mb * 1024 * 1024)
+        settings = state.settings
+        source = FrameSource(
+            state.archive,
+            settings.viewer_frame_cache_mb * 1024 * 1024,
+            settings.viewer_max_frame_mb * 1024 * 1024,
+        )
         state.frame_source = source
     return source
 

@@ -8,6 +8,7 @@ frames into the frame cache: the viewport asks for every frame right after.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -20,11 +21,12 @@ from viewer.access.deps import ArchiveClient, Reader
 from viewer.archive.client import Archive
 from viewer.archive.dicom_text import dicom_date, person_name, text_value
 from viewer.archive.uids import SeriesUID, StudyUID
-from viewer.reading.frame_encoding import PixelFormat, parse_multipart
+from viewer.reading.frame_encoding import PixelFormat, Undecodable, parse_multipart
 from viewer.reading.frames import Frames, FrameSource
 from viewer.reading.slice_order import SlicePlace, in_display_order, indexed_place, normal_distance, numbers
 
 router = APIRouter(prefix="/api")
+log = logging.getLogger(__name__)
 
 # The attributes read from each instance's metadata: converting only these keeps a 200-slice CT's
 # description (2.7 MB of DICOM JSON) to a few milliseconds of Python.
@@ -218,14 +220,21 @@ async def series_images(
     ordered = display_order(ds for ds, _ in by_uid.values())
     if not ordered:
         raise HTTPException(404, "No images in this series.")
-    images = []
+    images, shown = [], []
     for ds in ordered:
         is_palette = str(ds.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR"
         palette = await _palette(by_uid[str(ds.SOPInstanceUID)][1], archive) if is_palette else None
-        images.append(describe(ds, palette))
+        try:
+            images.append(describe(ds, palette))
+        except Undecodable as error:  # a header no frame can be decoded from: left out, like a non-image
+            log.info("series images: an instance left out (%s)", error.reason)
+            continue
+        shown.append(ds)
         source.remember(str(ds.SOPInstanceUID), PixelFormat.from_dataset(ds))
+    if not images:
+        raise HTTPException(422, "this series cannot be decoded: no image in it has a usable header")
     source.warm(study_uid, series_uid, first_instance=images[0]["instance_uid"])
-    return _series_answer(study_uid, series_uid, ordered[0], images, complete=True)
+    return _series_answer(study_uid, series_uid, shown[0], images, complete=True)
 
 
 async def first_image(
@@ -247,7 +256,11 @@ async def first_image(
         raise HTTPException(404, "No images in this series.")
     if str(ds.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR":
         return None
-    return _series_answer(study_uid, series_uid, ds, [describe(ds, None)], complete=False)
+    try:
+        described = describe(ds, None)
+    except Undecodable:  # the whole series' description leaves it out and says what remains
+        return None
+    return _series_answer(study_uid, series_uid, ds, [described], complete=False)
 
 
 def _series_answer(

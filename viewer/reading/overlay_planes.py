@@ -20,9 +20,10 @@ from fastapi.responses import Response
 from PIL import Image
 from pydicom import Dataset
 
-from inference.runtime.pixels import UnreadableImage, read_dataset
+from inference.runtime.pixels import MAX_PIXELS_PER_FRAME, UnreadableImage, read_dataset
 from viewer.access.deps import ArchiveClient, ImageReader, Reader
 from viewer.archive.uids import InstanceUID, SeriesUID, StudyUID
+from viewer.reading.frame_encoding import Undecodable
 from viewer.reading.pictures import PRIVATE_IMMUTABLE
 
 router = APIRouter(prefix="/api")
@@ -93,6 +94,7 @@ def overlay_rgba(ds: Dataset, group: int, frame: int) -> np.ndarray:
     origin (1-based, may be negative) applied and clipped; transparent where the plane is 0."""
     if group not in overlay_groups_in(ds.keys()):
         raise LookupError("no such overlay plane")
+    _check_sizes(ds, group)
     bits = np.asarray(ds.overlay_array(group))
     if bits.ndim == 3:
         index = frame - int(ds.get((group, 0x0051)).value if (group, 0x0051) in ds else 1)
@@ -109,6 +111,23 @@ def overlay_rgba(ds: Dataset, group: int, frame: int) -> np.ndarray:
         window = bits[r0 - top : r1 - top, c0 - left : c1 - left] != 0
         rgba[r0:r1, c0:c1][window] = WHITE
     return rgba
+
+
+def _check_sizes(ds: Dataset, group: int) -> None:
+    """Before anything is allocated: the image and the plane within the pixels this platform decodes (a
+    header may claim 65535 x 65535), and the plane's data as long as its size needs."""
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    plane_rows, plane_columns = int(ds[group, 0x0010].value), int(ds[group, 0x0011].value)
+    frames = int(ds[group, 0x0015].value or 1) if (group, 0x0015) in ds else 1
+    for what, pixels in (("image", rows * columns), ("overlay plane", plane_rows * plane_columns)):
+        if pixels > MAX_PIXELS_PER_FRAME:
+            raise Undecodable(
+                f"the {what} claims {pixels} pixels, more than the {MAX_PIXELS_PER_FRAME} drawn here"
+            )
+    needed = (plane_rows * plane_columns * max(1, frames) + 7) // 8
+    held = len(ds[group, 0x3000].value or b"")
+    if held < needed:
+        raise Undecodable(f"the overlay data holds {held} bytes; its size needs {needed}")
 
 
 def _png(data: bytes, group: int, frame: int) -> bytes:
@@ -133,6 +152,8 @@ async def overlay_png(
     data = await archive.retrieve_instance(study_uid, series_uid, instance_uid)
     try:
         png = await asyncio.to_thread(_png, data, int(group, 16), frame)
+    except Undecodable as error:
+        raise HTTPException(422, str(error)) from error
     except (LookupError, UnreadableImage, ValueError, AttributeError) as error:
         raise HTTPException(404, f"No such overlay plane: {error}") from error
     return Response(png, media_type="image/png", headers=PRIVATE_IMMUTABLE)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import HTTPException, Path
+from fastapi import HTTPException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -15,8 +14,9 @@ from openaim.db import utcnow
 from viewer.access.users import User
 from viewer.review.queue import QueueCase
 from viewer.review.records import Outcome, ReviewAttendee, ReviewCase, ReviewDecision, ReviewMeeting
+from viewer.row_ids import RowId
 
-MeetingId = Annotated[int, Path(ge=1, le=2**62)]
+MeetingId = RowId
 
 
 class MeetingClosedError(Exception):

@@ -41,6 +41,7 @@ from viewer.review.meetings import (
 )
 from viewer.review.queue import PAGE_SIZE, QueueFilters, filter_choices, queue_cases, review_queue
 from viewer.review.records import Outcome, ReviewCase, ReviewMeeting
+from viewer.row_ids import OptionalRowIdQuery
 from viewer.templates import render
 
 router = APIRouter()
@@ -65,7 +66,7 @@ def queue_page(
     finding: FilterText = "",
     reason: Annotated[str, Query(pattern=f"^({'|'.join(REASONS)})?$")] = "",
     state: Annotated[str, Query(pattern=r"^(open|decided)?$")] = "",
-    after: Annotated[int | None, Query(ge=1)] = None,
+    after: OptionalRowIdQuery = None,
 ) -> Response:
     filters = QueueFilters(model, date_from, date_to, finding, reason, state)
     trail.record(

@@ -4,10 +4,12 @@ over the image: the origin applied, white where set, transparent elsewhere, per 
 from __future__ import annotations
 
 import io
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.pixels.utils import pack_bits
@@ -112,3 +114,45 @@ def test_an_image_without_planes_has_none(
     )
     assert described.status_code == 200
     assert described.json() == {}
+
+
+@pytest.mark.parametrize(
+    ("image_side", "plane_side", "data_bytes", "reason"),
+    [
+        (
+            10_000,
+            64,
+            512,
+            "the image claims 100000000 pixels",
+        ),  # Rows/Columns edited; the pixels stay 64 x 64
+        (64, 64, 100, "the overlay data holds 100 bytes; its size needs 512"),
+    ],
+)
+def test_an_overlay_whose_header_claims_more_than_its_file_is_422(
+    radiologist: TestClient,
+    orthanc: OrthancConnection,
+    shared_data: Path,
+    image_side: int,
+    plane_side: int,
+    data_bytes: int,
+    reason: str,
+) -> None:
+    """Refused from the header, before an RGBA image of the claimed size (400 MB here) is allocated."""
+    ds = relabelled(shared_data / MR, f"overlay hostile {image_side} {data_bytes}")
+    add_plane(ds, 0x6000, np.ones((plane_side, plane_side), dtype=np.uint8), (1, 1))
+    ds[0x6000, 0x3000].value = ds[0x6000, 0x3000].value[:data_bytes]
+    ds.Rows = ds.Columns = image_side
+    store(orthanc, [ds])
+    url = (
+        f"/api/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}/overlays/6000/1.png"
+    )
+    tracemalloc.start()
+    try:
+        response = radiologist.get(url)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 422, response.text
+    assert reason in response.json()["detail"] and "cannot be decoded" in response.json()["detail"]
+    assert peak < 32 * 1024 * 1024, f"{peak / 1e6:.0f} MB allocated"
