@@ -72,8 +72,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+AUDIT_KEY = "openaim.audit.key"  # key in Session.info: the audit chain's HMAC key (openaim/audit.py)
+
+
+def session_factory(engine: Engine, audit_key: bytes | None = None) -> sessionmaker[Session]:
+    """Sessions on ``engine``. Those that append to the audit trail or verify it need its key: it travels
+    with the sessions (``Session.info``), so that every appender signs with the same one."""
+    info = {AUDIT_KEY: audit_key} if audit_key is not None else {}
+    return sessionmaker(engine, expire_on_commit=False, info=info)
 
 
 @contextmanager
@@ -95,7 +101,7 @@ def upgrade(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
-def migrated(url: str) -> sessionmaker[Session]:
+def migrated(url: str, audit_key: bytes | None = None) -> sessionmaker[Session]:
     """Sessions on the platform's database, migrated to the newest schema first."""
     upgrade(url)
-    return session_factory(make_engine(url))
+    return session_factory(make_engine(url), audit_key)

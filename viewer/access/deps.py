@@ -22,6 +22,8 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 
+PendingEvent = tuple[audit.EventType, dict[str, Any]]  # a request's audit event, appended when it ends
+
 
 @dataclass(frozen=True)
 class PageUser:
@@ -62,17 +64,32 @@ async def get_settings(request: Request) -> Settings:
 def get_db(request: Request) -> Iterator[Session]:
     """A session per request, committed when the route succeeds and rolled back when it fails.
 
-    The request's audit events are appended afterwards, in their own transaction: they stay even when
-    the route fails, and the request never holds the database's write lock while the trail is extended.
+    The request's audit events are appended at the end of the route's own transaction: an action and its
+    event commit together (a crash between two commits used to leave actions without their event). When
+    the route fails, its work is rolled back and its events are appended afterwards in a transaction of
+    their own, marked with the failure: what they record may have happened outside the database (a
+    store into the archive), and a refusal is an event too.
     """
     factory: sessionmaker[Session] = request.app.state.db
-    request.state.audit_events = []
+    pending: list[PendingEvent] = []
+    request.state.audit_events = pending
     try:
         with factory() as session, session.begin():
             yield session
-    finally:
-        for event_type, fields in request.state.audit_events:
-            audit.record(factory, event_type, **fields)
+            for event_type, fields in pending:
+                audit.append(session, event_type, **fields)
+    except BaseException as error:
+        _record_after_failure(factory, pending, error)
+        raise
+
+
+def _record_after_failure(
+    factory: sessionmaker[Session], pending: list[PendingEvent], error: BaseException
+) -> None:
+    failure = f"HTTP {error.status_code}" if isinstance(error, HTTPException) else type(error).__name__
+    for event_type, fields in pending:
+        detail = {**(fields.get("detail") or {}), "request_failed": failure}
+        audit.record(factory, event_type, **{**fields, "detail": detail})
 
 
 async def get_archive(request: Request) -> Archive:
@@ -157,10 +174,11 @@ async def check_csrf(
 
 
 class AuditTrail:
-    """Audit events of the current request (who, from where), written when the request ends."""
+    """Audit events of the current request (who, from where), appended in the request's transaction when
+    the route has done its work (see ``get_db``)."""
 
     def __init__(self, request: Request, session: UserSession | None) -> None:
-        self._pending: list[tuple[audit.EventType, dict[str, Any]]] = request.state.audit_events
+        self._pending: list[PendingEvent] = request.state.audit_events
         self._username = session.user.username if session is not None else None
         self._source = request.client.host if request.client else None
 
