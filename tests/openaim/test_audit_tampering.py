@@ -128,11 +128,11 @@ def test_rows_deleted_and_new_ones_written_in_their_place_differ_from_the_anchor
     _drop_append_only(trail)
     with trail() as db, db.begin():
         db.execute(text("DELETE FROM audit_events WHERE id > 3"))
-    _append(trail, 2)  # rows 4 and 5 again, properly chained and keyed (by the platform itself)
+    _append(trail, 2)  # two rows in their place, properly chained and keyed (by the platform itself)
     with trail() as db:
         result = audit.verify(db, anchors=anchors.read())
-    assert [problem.split(":")[0] for problem in result.problems] == ["row 5"]
-    assert "differs from its anchor" in result.problems[0] and "the trail was rewritten" in result.problems[0]
+    [problem] = result.problems  # SQLite gives row 5's id again, PostgreSQL's sequence does not
+    assert problem.startswith("row 5") and ("the trail was rewritten" in problem or "is missing" in problem)
 
 
 def test_a_row_rewritten_and_chained_again_without_the_key_is_found(trail, verify_command: CliRunner) -> None:

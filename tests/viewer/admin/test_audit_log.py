@@ -15,9 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openaim import audit
 from openaim.audit import Action, AuditEvent, EventType
-from openaim.audit_anchoring import anchor_now
+from openaim.audit_anchoring import anchor_file, anchor_now
 from openaim.settings import Settings
+from orthanc import OrthancConnection
+from tests.viewer.conftest import BASE_URL, sign_in
 from viewer.admin import audit_log
+from viewer.app import create_app
 
 HTML = {"Accept": "text/html"}
 
@@ -179,3 +182,13 @@ def test_the_page_sees_the_newest_rows_deleted_by_their_anchor(
     visit = admin.get("/admin/audit/verification", headers={"HX-Request": "true"}).text
     assert 'data-verified="false"' in visit and "Audit trail failed verification" in visit
     assert f"but row {newest} was anchored on" in visit and "the newest rows were deleted" in visit
+
+
+def test_the_app_anchors_the_head_when_it_stops(
+    settings: Settings, db: sessionmaker[Session], orthanc: OrthancConnection
+) -> None:
+    with TestClient(create_app(settings, orthanc), base_url=BASE_URL) as client:
+        sign_in(client, "admin")  # audited
+    [*_, last] = anchor_file(settings).read().anchors
+    with db() as session:
+        assert (last.row_id, last.hash) == audit.head(session)
