@@ -47,10 +47,12 @@ class Anchorer:
 
     def tick(self) -> tuple[int, str] | None:
         """Anchor the head if it moved by ``every_rows`` rows, or at all ``every_seconds`` after the
-        last anchor."""
+        last anchor; the first head seen at once (a new trail is not left unanchored for a while)."""
 
         def due(head: tuple[int, str]) -> bool:
-            behind = head[0] - (self._last[0] if self._last else 0)
+            if self._last is None:
+                return True
+            behind = head[0] - self._last[0]
             return behind >= self._every_rows or time.monotonic() - self._last_at >= self._every_seconds
 
         return self._anchor_if(due)

@@ -272,3 +272,12 @@ def test_rows_from_before_the_key_still_verify_and_the_first_keyed_row_covers_th
         problems = audit.verify(db).problems
     assert problems == ["row 4: content was altered"]  # its MAC covers the old rows' head
     engine.dispose()
+
+
+def test_the_first_rows_of_a_new_trail_are_anchored_at_the_next_tick(
+    factory: sessionmaker[Session], anchors: AnchorFile
+) -> None:
+    anchorer = Anchorer(factory, anchors, every_seconds=3600, every_rows=1000)
+    assert anchorer.anchor() is None  # an empty trail: nothing to anchor
+    _append(factory, 1)
+    assert anchorer.tick() == (1, _head_hash(factory))
