@@ -73,14 +73,22 @@ def get_db(request: Request) -> Iterator[Session]:
     factory: sessionmaker[Session] = request.app.state.db
     pending: list[PendingEvent] = []
     request.state.audit_events = pending
-    try:
-        with factory() as session, session.begin():
+    with factory() as session:
+        try:
             yield session
-            for event_type, fields in pending:
-                audit.append(session, event_type, **fields)
-    except BaseException as error:
-        _record_after_failure(factory, pending, error)
-        raise
+            commit_with_events(session, pending)
+        except BaseException as error:
+            session.rollback()  # first: on SQLite the failure's events need the write lock it may hold
+            _record_after_failure(factory, pending, error)
+            raise
+
+
+def commit_with_events(db: Session, pending: list[PendingEvent]) -> None:
+    """Append the events in the transaction, then commit both."""
+    for event_type, fields in pending:
+        audit.append(db, event_type, **fields)
+    db.commit()
+    pending.clear()
 
 
 def _record_after_failure(
@@ -186,6 +194,12 @@ class AuditTrail:
         fields.setdefault("username", self._username)
         fields.setdefault("source", self._source)
         self._pending.append((event_type, fields))
+
+    def commit(self, db: Session) -> None:
+        """Commit the route's work now, with the events recorded so far, instead of when the route ends: a
+        route that writes from the event loop's thread pool lets the write lock go there, without waiting
+        for the loop to end the request."""
+        commit_with_events(db, self._pending)
 
 
 async def get_audit_trail(
