@@ -301,7 +301,7 @@ def main() -> None:
         )
         upgrade(settings.resolved_database_url)
         engine = make_engine(settings.resolved_database_url)
-        factory = session_factory(engine)
+        factory = session_factory(engine, settings.resolved_audit_key)
         pngs = chest_xray_pngs(settings.shared_data_dir, args.images + args.latency)
         files = [encode(cxr_to_dicom(png)) for png in pngs]
         batch_files, latency_files = files[: args.images], files[args.images :]

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from inference.manifest import Manifest, PackageError
 from inference.package import ModelPackage, open_package
-from openaim.audit import Action, EventType, record
+from openaim.audit import Action, EventType, append
 from openaim.db import Base, UTCDateTime, utcnow
 from openaim.settings import Settings
 
@@ -84,7 +84,7 @@ class ModelChange:
     username: str
 
     def audit_fields(self) -> dict[str, Any]:
-        """The keyword arguments of ``openaim.audit.record`` (and of the viewer's request trail)."""
+        """The keyword arguments of ``openaim.audit.append`` (and of the viewer's request trail)."""
         return {
             "action": Action.CREATE if self.change == "install" else Action.UPDATE,
             "username": self.username,
@@ -120,31 +120,32 @@ def pending_changes(db: Session) -> list[ModelChange]:
 
 
 def take_changes(db: Session) -> list[ModelChange]:
-    """The catalog changes made through ``db`` since the last call; audit them after the commit."""
+    """The catalog changes made through ``db`` since the last call; audit them before the commit."""
     db.info.pop(_INSTALLED, None)
     return db.info.pop(_PENDING, [])
 
 
-def audit_changes(factory: sessionmaker[Session], changes: list[ModelChange]) -> None:
+def audit_changes(db: Session, changes: list[ModelChange]) -> None:
+    """Append the changes' events in ``db``'s transaction, the one that made them: they commit together."""
     for change in changes:
-        record(factory, EventType.AI_MODEL_CHANGED, **change.audit_fields())
+        append(db, EventType.AI_MODEL_CHANGED, **change.audit_fields())
 
 
 @contextmanager
 def catalog_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A transaction for catalog work: its changes are audited once it commits; if it fails, nothing stays
-    (no row, and no package folder that an install in it had already copied)."""
+    """A transaction for catalog work, its changes audited in it; if it fails, nothing stays (no row, no
+    audit event, and no package folder that an install in it had already copied)."""
     with factory() as db:
         try:
             with db.begin():
                 yield db
+                audit_changes(db, pending_changes(db))
         except BaseException:
             db.info.pop(_PENDING, None)
             for folder in db.info.pop(_INSTALLED, []):
                 _remove_install_folder(folder)
             raise
-        changes = take_changes(db)
-    audit_changes(factory, changes)
+        take_changes(db)  # committed, events and all
 
 
 def _note(db: Session, version: ModelVersion, change: str, from_mode: str | None, username: str) -> None:

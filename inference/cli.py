@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from inference import catalog
 from inference.catalog import CatalogError, Mode, ModelVersion
 from inference.manifest import PackageError
+from openaim import audit_anchoring
 from openaim.db import migrated
 from openaim.settings import Settings
 
@@ -41,8 +42,9 @@ def cli_username() -> str:
 @contextmanager
 def _catalog(settings: Settings) -> Iterator[Session]:
     """A catalog transaction on the platform's (migrated) database; refusals end the command with exit 1."""
+    factory = migrated(settings.resolved_database_url, settings.resolved_audit_key)
     try:
-        with catalog.catalog_transaction(migrated(settings.resolved_database_url)) as db:
+        with catalog.catalog_transaction(factory) as db:
             yield db
     except PackageError as error:
         typer.echo("error: model package refused:", err=True)
@@ -52,6 +54,7 @@ def _catalog(settings: Settings) -> Iterator[Session]:
     except CatalogError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from error
+    audit_anchoring.anchor_now(settings, factory)  # the command ends: its events are anchored
 
 
 @models_app.command("install")

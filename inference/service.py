@@ -320,21 +320,21 @@ class InferenceService:
                     update(InferenceResult).where(InferenceResult.job_id == job.id).values(seg_uid=None)
                 )
             jobs.finish(db, job.id, JobState.DONE)
-        audit.record(
-            self.factory,
-            EventType.AI_INFERENCE,
-            action=Action.EXECUTE,
-            object_uid=job.study_uid,
-            source="inference",
-            detail={
-                "job": job.id,
-                "model_id": version.model_id,
-                "version": version.version,
-                "device_uid": version.device_uid,
-                "weights_sha256": version.weights_sha256,
-                "triage": prediction.triage.value if prediction.triage else None,
-            },
-        )
+            audit.append(  # in the job's transaction: a finished job always has its event
+                db,
+                EventType.AI_INFERENCE,
+                action=Action.EXECUTE,
+                object_uid=job.study_uid,
+                source="inference",
+                detail={
+                    "job": job.id,
+                    "model_id": version.model_id,
+                    "version": version.version,
+                    "device_uid": version.device_uid,
+                    "weights_sha256": version.weights_sha256,
+                    "triage": prediction.triage.value if prediction.triage else None,
+                },
+            )
         log.info("job %s done (%s %s)", job.id, version.model_id, version.version)
 
     def _end(self, job: ClaimedJob, state: JobState, reason: str) -> None:
@@ -449,7 +449,7 @@ def in_background(settings: Settings, connection: OrthancConnection) -> Iterator
         yield
         return
     engine = make_engine(settings.resolved_database_url)
-    service = InferenceService(settings, connection, session_factory(engine))
+    service = InferenceService(settings, connection, session_factory(engine, settings.resolved_audit_key))
     stop = threading.Event()
     thread = threading.Thread(target=service.run, args=(stop,), name="inference", daemon=True)
     thread.start()

@@ -36,7 +36,7 @@ def _settings() -> Settings:
 
 
 def _database(settings: Settings) -> sessionmaker[Session]:
-    return migrated(settings.resolved_database_url)
+    return migrated(settings.resolved_database_url, settings.resolved_audit_key)
 
 
 @app.command()
@@ -64,6 +64,7 @@ def run_inference() -> None:
     import threading
 
     from inference.service import InferenceService
+    from openaim import audit_anchoring
     from openaim.logs import uvicorn_log_config
     from orthanc.launcher import archive
 
@@ -72,8 +73,9 @@ def run_inference() -> None:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    with archive(settings) as connection:
-        service = InferenceService(settings, connection, _database(settings))
+    factory = _database(settings)
+    with archive(settings) as connection, audit_anchoring.in_background(settings, factory):
+        service = InferenceService(settings, connection, factory)
         try:
             service.run(stop)
         finally:
@@ -203,19 +205,21 @@ def _password(from_stdin: bool, prompt: str) -> str:
 
 def _account_change(change: Callable[[Session, str], AccountChange]) -> AccountChange:
     """Make one account change as ``cli:<os user>`` (the rules of viewer.access.accounts hold here as on
-    the admin pages) and audit it; a refusal ends the command with exit 1."""
+    the admin pages) and audit it in the same transaction; a refusal ends the command with exit 1."""
     from inference.cli import cli_username
-    from openaim import audit
+    from openaim import audit, audit_anchoring
     from viewer.access.accounts import AccountError
 
-    factory = _database(_settings())
+    settings = _settings()
+    factory = _database(settings)
     try:
         with transaction(factory) as db:
             done = change(db, cli_username())
+            audit.append(db, audit.EventType.SECURITY_ALERT, **done.audit_fields())
     except (AccountError, ValueError) as error:  # UserExistsError and refused passwords too
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from error
-    audit.record(factory, audit.EventType.SECURITY_ALERT, **done.audit_fields())
+    audit_anchoring.anchor_now(settings, factory)
     return done
 
 
@@ -272,14 +276,26 @@ def user_blinded(
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Check the audit trail's hash chain; exit 1 if any row was altered or deleted."""
+    """Check the audit trail: its keyed hash chain, and the anchors of its head kept outside the database.
+    Exit 1 if any row was altered, removed or rewritten, or the newest rows were deleted."""
     from openaim.audit import verify
+    from openaim.audit_anchoring import anchor_file
 
-    with _database(_settings())() as db:
-        result = verify(db)
+    settings = _settings()
+    anchors = anchor_file(settings).read()
+    with _database(settings)() as db:
+        result = verify(db, anchors=anchors)
     for problem in result.problems:
         typer.echo(problem, err=True)
     if not result.ok:
         typer.echo(f"audit trail FAILED verification: {len(result.problems)} problem(s)", err=True)
         raise typer.Exit(1)
     typer.echo(f"audit trail intact: {result.rows} rows, head {result.head}")
+    if result.unkeyed_rows:
+        typer.echo(f"  {result.unkeyed_rows} of them written before the chain was keyed (plain SHA-256)")
+    if result.last_anchor is None:
+        typer.echo(f"  no anchors in {anchors.path} yet: deleting the newest rows would go unseen", err=True)
+    else:
+        anchor = result.last_anchor
+        newest = f"row {anchor.row_id} at {anchor.at:%Y-%m-%d %H:%M:%S} UTC"
+        typer.echo(f"  {result.anchors} anchor(s) match; the newest: {newest}")

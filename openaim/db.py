@@ -14,7 +14,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -60,6 +60,7 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "savepoint", _sqlite_savepoint_inside_the_transaction)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -72,8 +73,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+AUDIT_KEY = "openaim.audit.key"  # key in Session.info: the audit chain's HMAC key (openaim/audit.py)
+
+
+def _sqlite_savepoint_inside_the_transaction(connection: Connection, _name: str | None) -> None:
+    """pysqlite begins a transaction before the first INSERT, UPDATE or DELETE only. A SAVEPOINT before
+    any would begin one itself, and its RELEASE would commit it: the work done so far committed in the
+    middle of the transaction (a feedback save committed before its audit event, issue 15 item 7). A
+    BEGIN first (deferred, as the SAVEPOINT's own would be) keeps the savepoint nested."""
+    dbapi_connection = connection.connection.dbapi_connection
+    if dbapi_connection is not None and not dbapi_connection.in_transaction:
+        dbapi_connection.execute("BEGIN")
+
+
+def session_factory(engine: Engine, audit_key: bytes | None = None) -> sessionmaker[Session]:
+    """Sessions on ``engine``. Those that append to the audit trail or verify it need its key: it travels
+    with the sessions (``Session.info``), so that every appender signs with the same one."""
+    info = {AUDIT_KEY: audit_key} if audit_key is not None else {}
+    return sessionmaker(engine, expire_on_commit=False, info=info)
 
 
 @contextmanager
@@ -95,7 +112,7 @@ def upgrade(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
-def migrated(url: str) -> sessionmaker[Session]:
+def migrated(url: str, audit_key: bytes | None = None) -> sessionmaker[Session]:
     """Sessions on the platform's database, migrated to the newest schema first."""
     upgrade(url)
-    return session_factory(make_engine(url))
+    return session_factory(make_engine(url), audit_key)

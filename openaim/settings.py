@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+MIN_AUDIT_KEY_CHARS = 32  # a generated one is 43 (32 random bytes, URL-safe base64)
 
 
 class Settings(BaseSettings):
@@ -129,6 +130,26 @@ class Settings(BaseSettings):
         "one batch at a time, seconds of work).",
     )
 
+    audit_key: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key of the audit trail's hash chain (at least 32 characters). Unset: one "
+        "is generated once into the data directory (audit-key, mode 0600), which is enough for a demo; a "
+        "hospital sets it from its secret store, so that whoever can write the database and the data "
+        "directory cannot re-sign a rewritten trail.",
+    )
+    audit_anchor_file: Path | None = Field(
+        None,
+        description="Append-only file (mode 0600) where the trail's head is anchored outside the database: "
+        "one line per anchor (time, last row id, its hash, a MAC). Unset: audit-anchors.log in the data "
+        "directory. Best on storage the database's owners cannot rewrite (chattr +a, another host).",
+    )
+    audit_anchor_seconds: float = Field(
+        60.0, gt=0, description="The head is anchored at most this long after it moved (and at shutdown)."
+    )
+    audit_anchor_rows: int = Field(
+        1000, ge=1, description="...or as soon as this many rows were appended since the last anchor."
+    )
+
     shared_data_dir: Path = Field(
         REPO_ROOT.parent / "shared" / "data", description="Demo and test data (../shared/data)."
     )
@@ -152,6 +173,19 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.resolved_data_dir / 'openaim.db'}"
+
+    @cached_property
+    def resolved_audit_key(self) -> bytes:
+        if self.audit_key is None:
+            return generated_secret(self.resolved_data_dir / "audit-key").encode()
+        key = self.audit_key.get_secret_value()
+        if len(key) < MIN_AUDIT_KEY_CHARS:
+            raise ValueError(f"OPENAIM_AUDIT_KEY: at least {MIN_AUDIT_KEY_CHARS} characters")
+        return key.encode()
+
+    @property
+    def resolved_audit_anchor_file(self) -> Path:
+        return self.audit_anchor_file or self.resolved_data_dir / "audit-anchors.log"
 
 
 def generated_secret(path: Path, nbytes: int = 32) -> str:

@@ -19,6 +19,7 @@ from orthanc.launcher import free_port
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 POSTGRES_URL_VARIABLE = "OPENAIM_TEST_POSTGRES_URL"
+AUDIT_KEY = b"the audit chain's key in tests, 32+ bytes long"
 
 
 @pytest.fixture(scope="session")
@@ -64,8 +65,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 def factory(database_url: str) -> Iterator[sessionmaker[Session]]:
-    """Sessions on a migrated, empty database (SQLite, and PostgreSQL where configured)."""
+    """Sessions on a migrated, empty database (SQLite, and PostgreSQL where configured), with the audit
+    trail's key."""
     upgrade(database_url)
     engine = make_engine(database_url)
-    yield session_factory(engine)
+    yield session_factory(engine, AUDIT_KEY)
     engine.dispose()

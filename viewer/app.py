@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference import study_follower
+from openaim import audit_anchoring
 from openaim.db import make_engine, session_factory
 from openaim.logs import uvicorn_log_config
 from openaim.settings import Settings
@@ -57,7 +58,8 @@ def create_app(
         with (
             study_follower.in_background(orthanc, app.state.db)
             if settings.study_index_follow
-            else nullcontext()
+            else nullcontext(),
+            audit_anchoring.in_background(settings, app.state.db),  # the head anchored at start and end too
         ):
             yield
         if (frames := getattr(app.state, "frame_source", None)) is not None:  # made on first use
@@ -68,7 +70,7 @@ def create_app(
     app = FastAPI(title="openaim", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.engine = make_engine(settings.resolved_database_url)
-    app.state.db = session_factory(app.state.engine)
+    app.state.db = session_factory(app.state.engine, settings.resolved_audit_key)
     app.state.templates = make_templates(settings.frontend_dir)
     app.state.session_memo = SessionMemo(settings.session_recheck_s)
 

@@ -35,8 +35,8 @@ def study_with_result(
 ) -> Image2D:
     image = store_chest_image(orthanc, shared_data, "20250401", patient_id="AI-OVERLAY")
     engine = make_engine(platform.database_url)
-    db: sessionmaker = session_factory(engine)
     settings = Settings(data_dir=platform.data_dir, database_url=platform.database_url)
+    db: sessionmaker = session_factory(engine, settings.resolved_audit_key)
     model = install_model(db, settings, tmp_path_factory.mktemp("model"), Mode.CLINICAL, number=7)
     add_result(db, image, model, "urgent", {"Effusion": 0.2, "Pneumothorax": 0.9})
     engine.dispose()

@@ -31,7 +31,7 @@ def setting(tmp_path: Path, orthanc: OrthancConnection, shared_data: Path) -> tu
     settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'openaim.db'}")
     upgrade(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
-    db = session_factory(engine)
+    db = session_factory(engine, settings.resolved_audit_key)
     with transaction(db) as session:
         add_user(session, USERNAME, PASSWORD, {Role.RADIOLOGIST}, display_name="Dr Reader")
     image = store_chest_image(orthanc, shared_data, "20250601", patient_id="E2E-FEEDBACK")

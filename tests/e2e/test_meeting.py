@@ -39,8 +39,8 @@ def two_discrepancies(
 ) -> list[str]:
     """Two studies with a clinical AI result each, where the reader disagreed with its positive finding."""
     engine = make_engine(platform.database_url)
-    factory = session_factory(engine)
     settings = Settings(data_dir=platform.data_dir, database_url=platform.database_url)
+    factory = session_factory(engine, settings.resolved_audit_key)
     model = install_model(factory, settings, tmp_path_factory.mktemp("model"), Mode.CLINICAL, number=7)
     with transaction(factory) as db:
         add_user(db, CHAIR, PASSWORD, {Role.REVIEWER}, display_name="Dr Chair")

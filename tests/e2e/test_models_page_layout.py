@@ -41,7 +41,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, orthanc: OrthancConnection)
     settings = Settings(data_dir=tmp / "data", database_url=f"sqlite:///{tmp / 'openaim.db'}")
     upgrade(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
-    db = session_factory(engine)
+    db = session_factory(engine, settings.resolved_audit_key)
     with transaction(db) as session:
         add_user(session, ADMIN, PASSWORD, {Role.ADMIN}, display_name="Dr Admin")
     version = install_model(db, settings, tmp / "one", Mode.CLINICAL, number=21)

@@ -33,12 +33,12 @@ def pages(
 ) -> list[str]:
     """An admin who is also a reader and reviewer, and the platform's pages with something on them."""
     engine = make_engine(platform.database_url)
-    db = session_factory(engine)
+    settings = Settings(data_dir=platform.data_dir, database_url=platform.database_url)
+    db = session_factory(engine, settings.resolved_audit_key)
     with transaction(db) as session:
         add_user(
             session, ADMIN, PASSWORD, {Role.ADMIN, Role.RADIOLOGIST, Role.REVIEWER}, display_name="Admin"
         )
-    settings = Settings(data_dir=platform.data_dir, database_url=platform.database_url)
     model = install_model(db, settings, tmp_path_factory.mktemp("model"), Mode.CLINICAL, number=9)
     with_ai = store_chest_image(orthanc, shared_data, "20250701", patient_id="E2E-PAGES")
     add_result(db, with_ai, model, "urgent", {"Effusion": 0.9, "Pneumothorax": 0.1})

@@ -36,7 +36,7 @@ def served(
     )
     upgrade(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
-    db = session_factory(engine)
+    db = session_factory(engine, settings.resolved_audit_key)
     with transaction(db) as session:
         add_user(session, USERNAME, PASSWORD, {Role.RADIOLOGIST}, display_name="Dr Reader")
     first = store_chest_image(orthanc, shared_data, "20250110", "NEXT-E2E-1", "ACC-N1", "FIRST^PATIENT")

@@ -44,7 +44,7 @@ def served(
     settings = Settings(data_dir=tmp / "data", database_url=f"sqlite:///{tmp / 'openaim.db'}")
     upgrade(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
-    db = session_factory(engine)
+    db = session_factory(engine, settings.resolved_audit_key)
     with transaction(db) as session:
         add_user(session, USERNAME, PASSWORD, {Role.RADIOLOGIST}, display_name="Dr Reader")
     image = store_chest_image(orthanc, shared_data, "20250602", patient_id="E2E-LAYOUT")

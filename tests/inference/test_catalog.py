@@ -321,3 +321,22 @@ def test_the_audit_chain_holds_after_catalog_changes(
     with factory() as db:
         result = audit.verify(db)
     assert result.ok and result.rows == 2
+
+
+def test_an_install_whose_audit_event_fails_leaves_no_folder_and_no_row(
+    factory: sessionmaker[Session], packages: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15 item 7: the event used to be appended after the install's commit, so a failure (or a
+    kill -9) between the two left an installed model that the trail never heard of."""
+
+    def unavailable(*_args: object, **_kwargs: object) -> str:
+        raise RuntimeError("the audit trail failed")
+
+    monkeypatch.setattr(AuditEvent, "content_hash", unavailable)
+    with pytest.raises(RuntimeError, match="the audit trail failed"):
+        _install(factory, write_tiny_package(tmp_path / "source"), packages)
+    monkeypatch.undo()
+    with factory() as db:
+        assert catalog.list_versions(db) == []
+    assert _leftovers(packages) == []
+    assert _model_events(factory) == []

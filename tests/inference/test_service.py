@@ -83,7 +83,7 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
     )
     upgrade(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
-    factory = session_factory(engine)
+    factory = session_factory(engine, settings.resolved_audit_key)
     package = write_tiny_package(tmp_path / "tiny", selectors=FRONTAL_CHEST)
     with catalog.catalog_transaction(factory) as db:
         catalog.install(db, package, catalog.packages_dir(settings), "test", allowed_modules=(MODULE,))

@@ -1,4 +1,6 @@
-"""The audit trail is append-only and hash-chained: `verify` finds any altered or deleted row."""
+"""The audit trail is append-only and hash-chained: `verify` finds any altered or deleted row.
+
+(Rows rewritten without the key, the newest rows deleted, and anchors: test_audit_tampering.py.)"""
 
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ from openaim import audit
 from openaim.audit import Action, EventType, Outcome
 from openaim.cli import app as cli
 from openaim.db import make_engine, session_factory, upgrade
+from tests.conftest import AUDIT_KEY
 
 
 @pytest.fixture
 def trail(database_url: str):
     upgrade(database_url)
     engine = make_engine(database_url)
-    factory = session_factory(engine)
+    factory = session_factory(engine, AUDIT_KEY)
     for number in range(5):
         audit.record(
             factory,
@@ -88,9 +91,11 @@ def test_verify_finds_a_deleted_row(trail) -> None:
 
 
 def test_verify_command_exits_1_on_a_tampered_trail(
-    trail, database_url: str, monkeypatch: pytest.MonkeyPatch
+    trail, database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
     monkeypatch.setenv("OPENAIM_DATABASE_URL", database_url)
+    monkeypatch.setenv("OPENAIM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("OPENAIM_AUDIT_KEY", AUDIT_KEY.decode())
     assert CliRunner().invoke(cli, ["audit", "verify"]).exit_code == 0
     _disable_append_only(trail)
     with trail() as db, db.begin():

@@ -202,3 +202,38 @@ def _archive_restarts(port: int) -> int | None:
 def _orthanc_pids(config: Path) -> list[str]:
     found = subprocess.run(["pgrep", "-f", str(config)], capture_output=True, text=True, check=False)
     return found.stdout.split()
+
+
+KILLED_IN_THE_AUDIT_APPEND = """
+import os, signal, sys
+from openaim import audit
+from openaim.cli import app
+
+def killed(*_args, **_kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+audit.AuditEvent.content_hash = killed
+sys.argv = ["openaim", "user", "add", "dr-killed", "--role", "radiologist", "--password-stdin"]
+app()
+"""
+
+
+def test_a_kill_9_while_the_audit_event_is_written_leaves_no_account_without_its_event(
+    env: dict[str, str],
+) -> None:
+    """Issue 15 item 7: a kill -9 between an action's commit and its audit row's left actions without
+    their row. The account and its event commit together now: a process killed while writing the event
+    leaves neither."""
+    process = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_THE_AUDIT_APPEND],
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    factory = session_factory(make_engine(f"sqlite:///{env['OPENAIM_DATA_DIR']}/openaim.db"))
+    with factory() as db:
+        assert find_user(db, "dr-killed") is None
+        assert db.execute(text("SELECT count(*) FROM audit_events")).scalar() == 0

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from openaim.db import make_engine, upgrade
 from openaim.schema import metadata
@@ -27,3 +28,15 @@ def test_migrations_match_the_models(database_url: str) -> None:
         differences = compare_metadata(MigrationContext.configure(connection), metadata)
     engine.dispose()
     assert differences == []
+
+
+def test_a_savepoint_first_in_a_transaction_does_not_commit_it(factory) -> None:
+    """pysqlite begins a transaction at the first INSERT only: a SAVEPOINT before one began it itself, and
+    its RELEASE committed everything, in the middle of the transaction (issue 15 item 7: a feedback save
+    committed before its audit event)."""
+    with pytest.raises(RuntimeError, match="later"), factory() as db, db.begin():
+        with db.begin_nested():
+            db.execute(text("INSERT INTO audit_chain (id, unkeyed_until) VALUES (2, 0)"))
+        raise RuntimeError("a later step of the transaction failed")
+    with factory() as db:
+        assert db.execute(text("SELECT count(*) FROM audit_chain WHERE id = 2")).scalar() == 0

@@ -37,7 +37,7 @@ def settings(tmp_path: Path) -> Settings:
 def db(settings: Settings) -> Iterator[sessionmaker[Session]]:
     upgrade(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
-    factory = session_factory(engine)
+    factory = session_factory(engine, settings.resolved_audit_key)  # the app's key: the same trail
     with transaction(factory) as session:
         for role in Role:
             add_user(session, role.value, PASSWORD, {role})

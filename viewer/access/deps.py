@@ -24,6 +24,8 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 
+PendingEvent = tuple[audit.EventType, dict[str, Any]]  # a request's audit event, appended when it ends
+
 
 @dataclass(frozen=True)
 class PageUser:
@@ -64,17 +66,40 @@ async def get_settings(request: Request) -> Settings:
 def get_db(request: Request) -> Iterator[Session]:
     """A session per request, committed when the route succeeds and rolled back when it fails.
 
-    The request's audit events are appended afterwards, in their own transaction: they stay even when
-    the route fails, and the request never holds the database's write lock while the trail is extended.
+    The request's audit events are appended at the end of the route's own transaction: an action and its
+    event commit together (a crash between two commits used to leave actions without their event). When
+    the route fails, its work is rolled back and its events are appended afterwards in a transaction of
+    their own, marked with the failure: what they record may have happened outside the database (a
+    store into the archive), and a refusal is an event too.
     """
     factory: sessionmaker[Session] = request.app.state.db
-    request.state.audit_events = []
-    try:
-        with factory() as session, session.begin():
+    pending: list[PendingEvent] = []
+    request.state.audit_events = pending
+    with factory() as session:
+        try:
             yield session
-    finally:
-        for event_type, fields in request.state.audit_events:
-            audit.record(factory, event_type, **fields)
+            commit_with_events(session, pending)
+        except BaseException as error:
+            session.rollback()  # first: on SQLite the failure's events need the write lock it may hold
+            _record_after_failure(factory, pending, error)
+            raise
+
+
+def commit_with_events(db: Session, pending: list[PendingEvent]) -> None:
+    """Append the events in the transaction, then commit both."""
+    for event_type, fields in pending:
+        audit.append(db, event_type, **fields)
+    db.commit()
+    pending.clear()
+
+
+def _record_after_failure(
+    factory: sessionmaker[Session], pending: list[PendingEvent], error: BaseException
+) -> None:
+    failure = f"HTTP {error.status_code}" if isinstance(error, HTTPException) else type(error).__name__
+    for event_type, fields in pending:
+        detail = {**(fields.get("detail") or {}), "request_failed": failure}
+        audit.record(factory, event_type, **{**fields, "detail": detail})
 
 
 async def get_archive(request: Request) -> Archive:
@@ -202,10 +227,11 @@ async def check_csrf(request: Request, session: Annotated[SignedIn | None, Depen
 
 
 class AuditTrail:
-    """Audit events of the current request (who, from where), written when the request ends."""
+    """Audit events of the current request (who, from where), appended in the request's transaction when
+    the route has done its work (see ``get_db``)."""
 
     def __init__(self, request: Request, session: UserSession | None) -> None:
-        self._pending: list[tuple[audit.EventType, dict[str, Any]]] = request.state.audit_events
+        self._pending: list[PendingEvent] = request.state.audit_events
         self._username = session.user.username if session is not None else None
         self._source = request.client.host if request.client else None
 
@@ -213,6 +239,12 @@ class AuditTrail:
         fields.setdefault("username", self._username)
         fields.setdefault("source", self._source)
         self._pending.append((event_type, fields))
+
+    def commit(self, db: Session) -> None:
+        """Commit the route's work now, with the events recorded so far, instead of when the route ends: a
+        route that writes from the event loop's thread pool lets the write lock go there, without waiting
+        for the loop to end the request."""
+        commit_with_events(db, self._pending)
 
 
 async def get_audit_trail(

@@ -25,8 +25,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from openaim import audit
+from openaim import audit, audit_anchoring
 from openaim.audit import AuditEvent, AuditFilter, EventType
+from openaim.audit_anchors import AnchorFile
 from viewer.access.deps import Admin, Audit, DbSession
 from viewer.row_ids import OptionalRowIdQuery
 from viewer.templates import render
@@ -175,13 +176,16 @@ class ChainChecks:
         self._lock = threading.Lock()
         self._last: ChainCheck | None = None
 
-    def check(self, db: Session, full: bool) -> ChainCheck:
+    def check(self, db: Session, anchors: AnchorFile, full: bool) -> ChainCheck:
         with self._lock:
             last, now = self._last, datetime.now(UTC)
+            log = anchors.read()
             if full or last is None or not last.result.ok or now - last.full_walk_at > FULL_CHECK_EVERY:
-                self._last = ChainCheck(audit.verify(db), now)
+                self._last = ChainCheck(audit.verify(db, anchors=log), now)
             else:
-                self._last = ChainCheck(audit.verify(db, since=last.result), last.full_walk_at)
+                result = audit.verify(db, since=last.result, anchors=log)
+                # the rows an earlier walk vouched for had changed since: this one walked them all
+                self._last = ChainCheck(result, now if result.walked_from == 0 else last.full_walk_at)
             return self._last
 
 
@@ -193,7 +197,7 @@ def chain_verification(
     checks: ChainChecks | None = getattr(request.app.state, "audit_chain_checks", None)
     if checks is None:
         checks = request.app.state.audit_chain_checks = ChainChecks()
-    check = checks.check(db, full)
+    check = checks.check(db, audit_anchoring.anchor_file(request.app.state.settings), full)
     page = "admin/audit_chain.html" if request.headers.get("HX-Request") else "admin/audit_verification.html"
     return render(request, page, result=check.result, full_walk_at=check.full_walk_at)
 

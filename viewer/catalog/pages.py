@@ -175,7 +175,7 @@ def _change(request: Request, db: Session, trail: Audit, action: Callable[[], Mo
         notices = [str(error)]  # htmx swaps only 2xx answers: the refusal is shown in the cards
     else:
         changes = catalog.take_changes(db)
-        for change in changes:  # written by get_db after this request's transaction has ended
+        for change in changes:  # appended by get_db in this request's transaction
             trail.record(audit.EventType.AI_MODEL_CHANGED, **change.audit_fields())
         notices = [change.describe() for change in changes] or ["Nothing to change."]
     if not request.headers.get("HX-Request"):

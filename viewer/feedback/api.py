@@ -8,6 +8,7 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
@@ -133,18 +134,26 @@ async def save_feedback(
         ai_visible=True,
         **algorithm,
     )
-    try:
+
+    def save() -> tuple[records.Feedback, bool]:
         row, created = records.save(db, user, given)
+        if created:
+            trail.record(
+                audit.EventType.AI_FEEDBACK,
+                action=audit.Action.CREATE if row.version == 1 else audit.Action.UPDATE,
+                object_uid=study_uid,
+                detail={"feedback": row.id, "kind": row.kind, "target": row.target, "version": row.version}
+                | {key: value for key, value in (("verdict", row.verdict), ("reason", row.reason)) if value},
+            )
+        trail.commit(db)  # with its event, before the answer
+        return row, created
+
+    try:
+        # Off the event loop: the save waits for the database's write lock while another save holds it,
+        # and holds it itself from its insert to its commit, all in this thread.
+        row, created = await run_in_threadpool(save)
     except FeedbackConflictError as error:
         raise HTTPException(409, str(error)) from error
-    if created:
-        trail.record(
-            audit.EventType.AI_FEEDBACK,
-            action=audit.Action.CREATE if row.version == 1 else audit.Action.UPDATE,
-            object_uid=study_uid,
-            detail={"feedback": row.id, "kind": row.kind, "target": row.target, "version": row.version}
-            | {key: value for key, value in (("verdict", row.verdict), ("reason", row.reason)) if value},
-        )
     return JSONResponse(_as_json(row), status_code=201 if created else 200)
 
 

@@ -10,12 +10,17 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from openaim import audit
 from openaim.audit import Action, AuditEvent, EventType
+from openaim.audit_anchoring import anchor_file, anchor_now
+from openaim.settings import Settings
+from orthanc import OrthancConnection
+from tests.viewer.conftest import BASE_URL, sign_in
 from viewer.admin import audit_log
+from viewer.app import create_app
 
 HTML = {"Accept": "text/html"}
 
@@ -158,3 +163,32 @@ def test_a_new_row_after_a_full_walk_is_checked_on_the_next_visit(
         )
     visit = admin.get("/admin/audit/verification").text
     assert 'data-verified="false"' in visit and "does not follow the row before it" in visit
+
+
+def test_the_page_sees_the_newest_rows_deleted_by_their_anchor(
+    admin: TestClient, db: sessionmaker[Session], settings: Settings
+) -> None:
+    """Issue 15 item 7: a trail cut short is still a chain that holds; its anchor outside the database
+    is what tells, on the page as in ``openaim audit verify``."""
+    for number in range(3):
+        _write(db, datetime.now(UTC), EventType.QUERY, "bob", number=str(number))
+    anchor_now(settings, db)
+    fragment = admin.get("/admin/audit/verification", headers={"HX-Request": "true"}).text
+    assert 'data-verified="true"' in fragment and "Head anchored outside the database up to row" in fragment
+    with db() as session, session.begin():
+        newest = session.scalar(select(func.max(AuditEvent.id)))
+        session.execute(text("DROP TRIGGER audit_events_no_delete"))
+        session.execute(text("DELETE FROM audit_events WHERE id >= :newest - 1"), {"newest": newest})
+    visit = admin.get("/admin/audit/verification", headers={"HX-Request": "true"}).text
+    assert 'data-verified="false"' in visit and "Audit trail failed verification" in visit
+    assert f"but row {newest} was anchored on" in visit and "the newest rows were deleted" in visit
+
+
+def test_the_app_anchors_the_head_when_it_stops(
+    settings: Settings, db: sessionmaker[Session], orthanc: OrthancConnection
+) -> None:
+    with TestClient(create_app(settings, orthanc), base_url=BASE_URL) as client:
+        sign_in(client, "admin")  # audited
+    [*_, last] = anchor_file(settings).read().anchors
+    with db() as session:
+        assert (last.row_id, last.hash) == audit.head(session)

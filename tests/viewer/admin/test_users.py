@@ -226,6 +226,9 @@ def test_a_reset_password_is_shown_once_and_ends_the_users_sessions(
     )
 
 
-def test_unknown_users_are_404(admin: TestClient) -> None:
+def test_unknown_users_are_404(admin: TestClient, db: sessionmaker[Session]) -> None:
     assert admin.get("/admin/users/nobody", headers=HTML).status_code == 404
     assert admin.post("/admin/users/nobody/disable").status_code == 404
+    # The refusal is kept although the request failed (its transaction rolled back), and says so.
+    [refusal] = [event for event in _security_events(db) if event.outcome == Outcome.MINOR_FAILURE]
+    assert json.loads(refusal.detail)["request_failed"] == "HTTP 404"

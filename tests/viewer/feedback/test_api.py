@@ -4,6 +4,7 @@ input refused."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -214,3 +215,29 @@ def test_a_blinded_reader_gives_feedback_only_after_an_impression(
     assert _rows(db) == []
     radiologist.post(f"/studies/{image.study_uid}/impression", data={"impression": "abnormal"})
     assert _post(radiologist, image, _verdict(result, "agree")).status_code == 201
+
+
+def test_a_save_and_its_audit_event_commit_together(
+    radiologist: TestClient,
+    result: tuple[Image2D, str, str],
+    db: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 15 item 7: the event was appended after the save's commit, and a kill -9 between the two
+    left 8 saves without their event. Now a failure while appending the event fails the save with it;
+    the event is then kept, marked with the request's failure."""
+    hash_of = AuditEvent.content_hash
+    failures = iter([RuntimeError("the audit trail failed once")])
+
+    def fails_once(*args: object, **kwargs: object) -> str:
+        if (failure := next(failures, None)) is not None:
+            raise failure
+        return hash_of(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(AuditEvent, "content_hash", fails_once)
+    with pytest.raises(RuntimeError, match="the audit trail failed once"):
+        _post(radiologist, result[0], _verdict(result, "agree"))
+    assert _rows(db) == []
+    with db() as session:
+        [event] = session.scalars(select(AuditEvent).where(AuditEvent.event_type == "AIFeedback")).all()
+    assert json.loads(event.detail)["request_failed"] == "RuntimeError"
