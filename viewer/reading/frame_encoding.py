@@ -12,7 +12,7 @@ import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydicom import Dataset, dcmread
@@ -21,6 +21,7 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
 from viewer.archive.multipart import MultipartError, boundary_of
+from viewer.reading.image_header import header_of
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 BIG_ENDIAN = "1.2.840.10008.1.2.2"
@@ -253,11 +254,20 @@ def _brief(error: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class FileFrames(NamedTuple):
+    """What a stored file gives the viewer: every frame as served, and the attributes its description
+    needs (``image_header.header_of``)."""
+
+    instance_uid: str
+    frames: list[bytes]
+    header: Dataset
+
+
 def frames_of_file(
     data: bytes, largest: int | None = None, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
-) -> tuple[str, list[bytes]]:
-    """A stored instance's SOP Instance UID and every one of its frames in Explicit VR Little Endian, as
-    the frames route serves them. CPU work: call it in a worker thread.
+) -> FileFrames:
+    """A stored instance's SOP Instance UID, every one of its frames in Explicit VR Little Endian, as the
+    frames route serves them, and its header. CPU work: call it in a worker thread.
 
     Raises FrameError for what the route would not serve from a file either (no pixel data, 1-bit
     packed frames), and for frames that would decode to more than ``largest`` bytes in all (a small
@@ -287,7 +297,7 @@ def frames_of_file(
         else part.data
         for part in parts
     ]
-    return str(ds.get("SOPInstanceUID", "")), decoded
+    return FileFrames(str(ds.get("SOPInstanceUID", "")), decoded, header_of(ds))
 
 
 def _stored_frames(pixels: bytes, syntax: UID, fmt: PixelFormat) -> list[bytes]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 
 from viewer.archive.client import Archive, ArchiveError, NotInArchive
 from viewer.reading.bytes_lru import BytesLRU
@@ -53,6 +53,7 @@ from viewer.reading.frame_encoding import (
 log = logging.getLogger(__name__)
 
 FORMATS_KEPT = 100_000
+SERIES_DESCRIBED = 32  # series whose files' headers are kept (a few KB a file) for their description
 SERIES_REMEMBERED = 256  # series loaded recently: a missed frame of one of these is fetched alone
 
 
@@ -116,6 +117,8 @@ class SeriesLoad:
 
     not_awaited: str = ""
     awaited: dict[tuple[str, int], asyncio.Future[bytes]] = field(default_factory=dict)
+    headers: dict[str, Dataset] = field(default_factory=dict)  # by SOP Instance UID, as the files came
+    done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def promise(self, key: tuple[str, int]) -> asyncio.Future[bytes]:
         if key not in self.awaited:
@@ -140,6 +143,7 @@ class FrameSource:
         self._series: dict[str, SeriesLoad] = {}  # series on their way, by Series Instance UID
         self._tasks: set[asyncio.Task[None]] = set()
         self._warmed: OrderedDict[str, None] = OrderedDict()  # series loaded recently, newest last
+        self._headers: OrderedDict[str, dict[str, Dataset]] = OrderedDict()  # of series loaded lately
 
     def remember(self, instance_uid: str, fmt: PixelFormat) -> None:
         """Keep an instance's pixel format (learnt from series metadata) for decoding its frames."""
@@ -190,7 +194,7 @@ class FrameSource:
             return cached
         data = await self.archive.retrieve_instance(instance.study_uid, instance.series_uid, uid)
         budget = max(self.cache.max_bytes, self.max_frame_bytes)
-        _, frames = await asyncio.to_thread(frames_of_file, data, budget, self.max_frame_bytes)
+        frames = (await asyncio.to_thread(frames_of_file, data, budget, self.max_frame_bytes)).frames
         for number, frame in enumerate(frames, start=1):
             self.cache.put((uid, number), frame)
         return frames
@@ -334,6 +338,8 @@ class FrameSource:
                 self._warmed.pop(series_uid, None)
         finally:  # a frame the answer did not bring is fetched by whoever waits for it
             del self._series[series_uid]
+            self._keep_headers(series_uid, load.headers)
+            load.done.set()
             for future in load.awaited.values():
                 if not future.done():
                     future.set_exception(NotLoadedWithSeries())
@@ -346,8 +352,9 @@ class FrameSource:
         enough = threading.Event()  # set by the loop once the cache budget is spent
         received = 0
 
-        def arrived(instance_uid: str, frames: list[bytes]) -> None:
+        def arrived(instance_uid: str, frames: list[bytes], header: Dataset) -> None:
             nonlocal received
+            load.headers[instance_uid] = header
             for number, frame in enumerate(frames, start=1):
                 key = (instance_uid, number)
                 self.cache.put(key, frame)
@@ -365,16 +372,31 @@ class FrameSource:
                     if enough.is_set():
                         return
                     try:
-                        instance_uid, frames = frames_of_file(data, budget, self.max_frame_bytes)
+                        found = frames_of_file(data, budget, self.max_frame_bytes)
                     except Exception as error:  # an unreadable file: its frames are fetched one by one
                         log.info("series load: a file left to per-frame retrieval (%s)", type(error).__name__)
                         continue
-                    loop.call_soon_threadsafe(arrived, instance_uid, frames)
+                    loop.call_soon_threadsafe(arrived, *found)
 
         try:
             await asyncio.to_thread(read)
         finally:  # cancelled (the app stops): the thread ends at the next file
             enough.set()
+
+    def _keep_headers(self, series_uid: str, headers: dict[str, Dataset]) -> None:
+        self._headers[series_uid] = headers
+        self._headers.move_to_end(series_uid)
+        while len(self._headers) > SERIES_DESCRIBED:
+            self._headers.popitem(last=False)
+
+    async def series_headers(self, series_uid: str) -> dict[str, Dataset]:
+        """The header of every file the series' background load parsed (by SOP Instance UID), once it
+        has ended; empty when no recent load kept them. The series' description is built from these
+        rather than from Orthanc's series metadata, which reads every file a second time."""
+        load = self._series.get(series_uid)
+        if load is not None:
+            await load.done.wait()
+        return self._headers.get(series_uid, {})
 
     async def aclose(self) -> None:
         tasks = list(self._tasks)

@@ -23,22 +23,12 @@ from viewer.archive.dicom_text import dicom_date, person_name, text_value
 from viewer.archive.uids import SeriesUID, StudyUID
 from viewer.reading.frame_encoding import PixelFormat, Undecodable, parse_multipart
 from viewer.reading.frames import Frames, FrameSource
+from viewer.reading.image_header import PER_FRAME_GROUPS, WANTED_TAGS
 from viewer.reading.slice_order import SlicePlace, in_display_order, indexed_place, normal_distance, numbers
 
 router = APIRouter(prefix="/api")
 log = logging.getLogger(__name__)
 
-# The attributes read from each instance's metadata: converting only these keeps a 200-slice CT's
-# description (2.7 MB of DICOM JSON) to a few milliseconds of Python.
-WANTED_TAGS = frozenset(
-    {
-        "00080005", "00080018", "00080020", "00080060", "00081030", "0008103E", "00100010", "00100020",
-        "00181164", "00200011", "00200013", "00200032", "00200037", "00280002", "00280004", "00280006",
-        "00280008", "00280010", "00280011", "00280030", "00280100", "00280101", "00280102", "00280103",
-        "00281050", "00281051", "00281052", "00281053", "00281056", "52009229", "52009230",
-    }
-)  # fmt: skip
-PER_FRAME_GROUPS = "52009230"
 # Red, green, blue: (descriptor, data) tags of the Palette Color Lookup Table module (PS3.3 C.7.6.3).
 PALETTE_TAGS = (("00281101", "00281201"), ("00281102", "00281202"), ("00281103", "00281203"))
 
@@ -212,18 +202,20 @@ async def series_images(
     """Every image of the series; with ``first``, only the first one, fast (see ``first_image``)."""
     if first and (quick := await first_image(archive, source, study_uid, series_uid)) is not None:
         return quick
-    raw = await archive.series_metadata(study_uid, series_uid)
-    by_uid = {}
-    for item in raw:
-        ds = Dataset.from_json(_wanted(item))
-        by_uid[str(ds.get("SOPInstanceUID", ""))] = (ds, item)
+    by_uid = await _headers_from_load(archive, source, study_uid, series_uid)
+    if by_uid is None:
+        by_uid = {}
+        for attributes in await archive.series_metadata(study_uid, series_uid):
+            ds = Dataset.from_json(_wanted(attributes))
+            by_uid[str(ds.get("SOPInstanceUID", ""))] = (ds, attributes)
     ordered = display_order(ds for ds, _ in by_uid.values())
     if not ordered:
         raise HTTPException(404, "No images in this series.")
     images, shown = [], []
     for ds in ordered:
         is_palette = str(ds.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR"
-        palette = await _palette(by_uid[str(ds.SOPInstanceUID)][1], archive) if is_palette else None
+        metadata = by_uid[str(ds.SOPInstanceUID)][1]
+        palette = await _palette(metadata, archive) if is_palette and metadata is not None else None
         try:
             images.append(describe(ds, palette))
         except Undecodable as error:  # a header no frame can be decoded from: left out, like a non-image
@@ -235,6 +227,25 @@ async def series_images(
         raise HTTPException(422, "this series cannot be decoded: no image in it has a usable header")
     source.warm(study_uid, series_uid, first_instance=images[0]["instance_uid"])
     return _series_answer(study_uid, series_uid, shown[0], images, complete=True)
+
+
+async def _headers_from_load(
+    archive: Archive, source: FrameSource, study_uid: str, series_uid: str
+) -> dict[str, tuple[Dataset, dict[str, Any] | None]] | None:
+    """The series' images as its background load parsed them (starting one if none is on its way), when
+    that load read every file Orthanc's index lists and none is a palette image (whose lookup tables come
+    as bulk data URIs); else None, and Orthanc's series metadata is asked for. Orthanc then reads the files
+    once (for the frames) rather than twice, while the viewport waits for both."""
+    listed = await archive.indexed_instances(study_uid, series_uid)
+    if listed:
+        source.warm(study_uid, series_uid)
+    headers = await source.series_headers(series_uid)
+    if not listed or any(item.instance_uid not in headers for item in listed):
+        return None
+    found = [headers[item.instance_uid] for item in listed]
+    if any(str(ds.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR" for ds in found):
+        return None
+    return {str(ds.SOPInstanceUID): (ds, None) for ds in found}
 
 
 async def first_image(

@@ -214,8 +214,9 @@ def test_cache_is_bounded_in_bytes_and_evicts_the_least_recently_used() -> None:
 def test_a_whole_file_gives_every_frame_as_the_frames_route_serves_it(shared_data: Path, name: str) -> None:
     path = shared_data / "dicom" / "transfer_syntax" / name
     ds = pydicom.dcmread(path)
-    instance_uid, frames = frames_of_file(path.read_bytes())
-    assert instance_uid == ds.SOPInstanceUID
+    instance_uid, frames, header = frames_of_file(path.read_bytes())
+    assert instance_uid == ds.SOPInstanceUID == header.SOPInstanceUID
+    assert header.Rows == ds.Rows and "PixelData" not in header  # what the description needs, no pixels
     assert len(frames) == int(ds.get("NumberOfFrames") or 1)
     for number, data in enumerate(frames, start=1):
         assert np.array_equal(_as_array(data, ds, number), served_pixels(ds, number))
@@ -257,7 +258,7 @@ def test_a_missed_frame_brings_the_rest_of_its_series(
 
 def test_a_file_whose_frames_would_decode_past_the_budget_is_refused(shared_data: Path) -> None:
     data = (shared_data / "dicom" / "transfer_syntax" / "emri_small_jpeg_2k_lossless.dcm").read_bytes()
-    _, frames = frames_of_file(data)
+    frames = frames_of_file(data).frames
     whole = sum(len(frame) for frame in frames)
     assert frames_of_file(data, whole)[1] == frames  # exactly the budget: decoded
     with pytest.raises(FrameError, match="more than"):

@@ -201,6 +201,33 @@ def test_first_image_alone_is_described_as_the_whole_series_describes_it(
         assert (first["modality"], first["info"]) == (whole["modality"], whole["info"])
 
 
+def test_the_description_comes_from_the_files_the_series_load_read_and_matches_orthancs_metadata(
+    radiologist: TestClient, ct: list[pydicom.Dataset], others: dict[str, pydicom.Dataset]
+) -> None:
+    """Orthanc's series metadata reads every file a second time, while the frames load: the description is
+    built from the headers of the files the load parsed, the same as from the metadata."""
+    app = radiologist.app
+    asked: list[str] = []
+    archive = app.state.archive  # type: ignore[attr-defined]
+    by_metadata = archive.series_metadata
+
+    async def series_metadata(study_uid: str, series_uid: str) -> list[dict[str, object]]:
+        asked.append(series_uid)
+        return await by_metadata(study_uid, series_uid)
+
+    for name, ds in {"ct": ct[0], **{k: v for k, v in others.items() if k != "palette"}}.items():
+        url = f"/api/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/images"
+        archive.series_metadata = series_metadata
+        from_load = radiologist.get(url).json()
+        assert asked == [], f"{name}: Orthanc's series metadata was asked for"
+        app.state.frame_source._headers.clear()  # type: ignore[attr-defined]  # the load's headers gone
+        from_metadata = radiologist.get(url).json()
+        assert asked == [str(ds.SeriesInstanceUID)], name
+        assert from_load == from_metadata, name
+        asked.clear()
+    archive.series_metadata = by_metadata
+
+
 def test_unknown_series_is_404_and_bad_uid_422(radiologist: TestClient, ct: list[pydicom.Dataset]) -> None:
     study = ct[0].StudyInstanceUID
     assert radiologist.get(f"/api/studies/{study}/series/1.2.3.4.5/images").status_code == 404
