@@ -2,8 +2,9 @@
 will arrive from the platform (Explicit VR Little Endian, YBR converted to RGB), modality LUT, the file's
 windows, palettes, and the texts of the on-image information overlay.
 
-Built from one Orthanc request (the series metadata). Answering it also starts loading the series'
-frames into the frame cache: the viewport asks for every frame right after.
+Built from the headers of the files the series' background load parses for the frame cache (one reading of
+the series by Orthanc), else from one Orthanc request (the series metadata, which reads every file again).
+Answering it also starts loading the series' frames: the viewport asks for every frame right after.
 """
 
 from __future__ import annotations
