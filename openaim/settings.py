@@ -38,6 +38,18 @@ class Settings(BaseSettings):
         "ended by another process (`openaim user disable`) reads pixels for at most this long; 0 asks "
         "every time.",
     )
+    max_request_bytes: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="The largest request body (JSON, forms) the viewer reads; larger ones get 413. The "
+        "biggest real one, a case pack's list of 50 study UIDs, is ~3.5 KB.",
+    )
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024,
+        gt=0,
+        description="The largest STOW-RS upload (admins only); it is held in memory while every file in "
+        "it is checked, so this bounds the viewer's memory per upload.",
+    )
 
     orthanc_url: str | None = Field(
         None,
