@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from openaim.private_files import private_file, private_folder
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -150,9 +152,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def resolved_data_dir(self) -> Path:
-        path = self.data_dir.resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return private_folder(self.data_dir.resolve())
 
     @property
     def resolved_database_url(self) -> str:
@@ -162,9 +162,8 @@ class Settings(BaseSettings):
 def generated_secret(path: Path, nbytes: int = 32) -> str:
     """Read a secret kept in ``path``, creating it (mode 0600) on first use."""
     if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+        return private_file(path).read_text().strip()
+    private_folder(path.parent)
     value = secrets.token_urlsafe(nbytes)
-    path.touch(mode=0o600)
-    path.write_text(value)
+    private_file(path).write_text(value)
     return value
