@@ -225,7 +225,7 @@ def _index_studies(connection: Connection, study_uids: list[str]) -> None:
         return
     table = Table("studies", MetaData(), autoload_with=connection)
     defaults: dict[str, Any] = {
-        column.name: column.default.arg  # type: ignore[attr-defined]
+        column.name: column.default.arg
         for column in IndexedStudy.__table__.columns
         if column.name in table.c and column.default is not None and column.default.is_scalar
     }
