@@ -5,12 +5,14 @@ finding of one or two models (about one in six disagrees, mostly with a reason),
 flag was right (one in ten: wrong; one in thirty asks for review), sometimes marks a missed finding, and
 now and then edits a verdict a little later (a new version that points at the one before). Model use is
 uneven (the busiest model gives a third of the rows), and past review meetings have decided some of the
-studies that were in the queue. Inserted in bulk (COPY on PostgreSQL, executemany on SQLite), not through
+studies that were in the queue. Every study is in the study index, as the archive's studies are (the
+queue lists no other). Inserted in bulk (COPY on PostgreSQL, executemany on SQLite), not through
 the API: a million saves through the app would take hours.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import uuid
@@ -19,8 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, MetaData, Table, insert, text
+from sqlalchemy import Connection, MetaData, Table, insert, inspect, text
 
+from inference.study_index import IndexedStudy
 from openaim.db import make_engine
 from viewer.access.users import Role
 from viewer.review.records import Outcome
@@ -92,6 +95,7 @@ def fill(url: str, rows: int, seed: int = 14) -> Volume:
             if connection.dialect.name == "postgresql":  # ids were given: move the sequence past them
                 connection.execute(text("SELECT setval('feedback_id_seq', (SELECT max(id) FROM feedback))"))
             decided = _add_meetings(connection, tables, rng, made, reviewer_id)
+            _index_studies(connection, sorted({row["study_uid"] for row in made}))
     finally:
         engine.dispose()
     studies = len({row["study_uid"] for row in made})
@@ -213,6 +217,25 @@ def _verdict(rng: random.Random) -> dict[str, Any]:
         return {"verdict": "unsure", "reason": None, "comment": None}
     reason = rng.choice(REASONS) if rng.random() < 0.8 else None
     return {"verdict": "disagree", "reason": reason, "comment": "skin fold over the apex"}
+
+
+def _index_studies(connection: Connection, study_uids: list[str]) -> None:
+    """A study index row for each study (a database older than the index has none to fill)."""
+    if not inspect(connection).has_table("studies"):
+        return
+    table = Table("studies", MetaData(), autoload_with=connection)
+    defaults: dict[str, Any] = {
+        column.name: column.default.arg
+        for column in IndexedStudy.__table__.columns
+        if column.name in table.c and column.default is not None and column.default.is_scalar
+    }
+    defaults["indexed_at"] = datetime.now(UTC)
+    rows = [
+        defaults | {"orthanc_id": hashlib.sha256(uid.encode()).hexdigest(), "study_uid": uid}
+        for uid in study_uids
+    ]
+    for start in range(0, len(rows), 50_000):
+        connection.execute(insert(table), rows[start : start + 50_000])
 
 
 def _bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:

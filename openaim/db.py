@@ -18,6 +18,8 @@ from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, ev
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from openaim.private_files import private_sqlite_file
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 NAMING_CONVENTION = {
@@ -58,6 +60,7 @@ def utcnow() -> datetime:
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        private_sqlite_file(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "savepoint", _sqlite_savepoint_inside_the_transaction)
@@ -109,6 +112,7 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str) -> None:
     """Bring the schema to the newest migration (idempotent)."""
+    private_sqlite_file(url)  # the first connection creates the file
     command.upgrade(alembic_config(url), "head")
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from openaim.private_files import private_file, private_folder
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIN_AUDIT_KEY_CHARS = 32  # a generated one is 43 (32 random bytes, URL-safe base64)
 
@@ -38,6 +40,18 @@ class Settings(BaseSettings):
         "database found live, instead of asking again for each of a series' hundreds of frames. A session "
         "ended by another process (`openaim user disable`) reads pixels for at most this long; 0 asks "
         "every time.",
+    )
+    max_request_bytes: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="The largest request body (JSON, forms) the viewer reads; larger ones get 413. The "
+        "biggest real one, a case pack's list of 50 study UIDs, is ~3.5 KB.",
+    )
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024,
+        gt=0,
+        description="The largest STOW-RS upload (admins only); it is held in memory while every file in "
+        "it is checked, so this bounds the viewer's memory per upload.",
     )
 
     orthanc_url: str | None = Field(
@@ -166,9 +180,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def resolved_data_dir(self) -> Path:
-        path = self.data_dir.resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return private_folder(self.data_dir.resolve())
 
     @property
     def resolved_database_url(self) -> str:
@@ -191,9 +203,8 @@ class Settings(BaseSettings):
 def generated_secret(path: Path, nbytes: int = 32) -> str:
     """Read a secret kept in ``path``, creating it (mode 0600) on first use."""
     if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+        return private_file(path).read_text().strip()
+    private_folder(path.parent)
     value = secrets.token_urlsafe(nbytes)
-    path.touch(mode=0o600)
-    path.write_text(value)
+    private_file(path).write_text(value)
     return value

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from openaim.private_files import private_file, private_folder
+
 PLUGINS = ("libOrthancDicomWeb.so", "libOrthancGdcm.so")
 ORTHANC_USER = "openaim"
 
@@ -39,12 +41,11 @@ def load_or_create_credentials(layout: OrthancLayout) -> tuple[str, str]:
     """The platform's Orthanc account, generated once and kept (mode 0600) beside the storage."""
     path = layout.credentials_file
     if path.exists():
-        stored = json.loads(path.read_text())
+        stored = json.loads(private_file(path).read_text())
         return stored["username"], stored["password"]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)
     username, password = ORTHANC_USER, secrets.token_urlsafe(24)
-    path.touch(mode=0o600)
-    path.write_text(json.dumps({"username": username, "password": password}))
+    private_file(path).write_text(json.dumps({"username": username, "password": password}))
     return username, password
 
 
@@ -76,8 +77,11 @@ def orthanc_config(
         "StorageDirectory": str(layout.storage_dir),
         "IndexDirectory": str(layout.storage_dir),
         "HttpPort": http_port,
-        # Orthanc 1.10 has no bind address: refusing remote hosts keeps it on loopback.
+        # Orthanc 1.10 listens on every address and has no bind setting: it refuses remote hosts, which
+        # still reach its port (README: a firewall line). Orthanc from September 2025 on (mainline
+        # changeset 6307) reads HttpBindAddresses and listens on loopback only; older ones ignore it.
         "RemoteAccessAllowed": False,
+        "HttpBindAddresses": ["127.0.0.1"],
         "AuthenticationEnabled": True,
         "RegisteredUsers": {username: password},
         # Studies arrive through the platform (STOW-RS); no DICOM listener on every interface.
@@ -107,8 +111,7 @@ def orthanc_config(
 
 
 def write_config(layout: OrthancLayout, config: dict[str, Any]) -> Path:
-    layout.root.mkdir(parents=True, exist_ok=True)
-    layout.storage_dir.mkdir(parents=True, exist_ok=True)
-    layout.config_file.touch(mode=0o600)
-    layout.config_file.write_text(json.dumps(config, indent=2))
+    private_folder(layout.root)
+    private_folder(layout.storage_dir)  # what Orthanc writes inside follows its umask (launcher.py)
+    private_file(layout.config_file).write_text(json.dumps(config, indent=2))
     return layout.config_file

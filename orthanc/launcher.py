@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
+from openaim.private_files import PRIVATE_UMASK, private_file
 from openaim.settings import Settings
 from orthanc.config import PLUGINS, OrthancLayout, load_or_create_credentials, orthanc_config, write_config
 from orthanc.connection import OrthancConnection
@@ -98,13 +99,14 @@ class OrthancServer:
             extra_plugins=self.extra_plugins,
         )
         config_file = write_config(self.layout, config)
-        log_handle = self.layout.log_file.open("ab")
+        log_handle = private_file(self.layout.log_file).open("ab")
         self.process = subprocess.Popen(
             [binary, f"--logfile={self.layout.log_file}", str(config_file)],
             stdout=log_handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=_stop_with_parent,
+            umask=PRIVATE_UMASK,  # its storage (images, index) and log: 0600 files in 0700 folders
         )
         log_handle.close()
         self._wait_until_ready(timeout)

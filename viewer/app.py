@@ -23,6 +23,7 @@ from orthanc import OrthancConnection
 from orthanc.launcher import HealthProbe
 from orthanc.supervisor import ArchiveState
 from viewer.access import password, signin
+from viewer.access.body_limits import BodyCaps, BodyLimits
 from viewer.access.deps import (
     NotSignedInError,
     PasswordChangeRequiredError,
@@ -116,7 +117,15 @@ def create_app(
         )
 
     _add_error_handlers(app)
-    app.add_middleware(SecurityHeaders)
+    # Before any route reads a body: a live session (but to sign in or out), and a cap by kind.
+    uploads = {str(dicomweb.router.url_path_for("store")): settings.max_upload_bytes}
+    caps = BodyCaps(default=settings.max_request_bytes, by_path=uploads)
+    app.add_middleware(
+        BodyLimits,
+        caps=caps,
+        public_paths=frozenset({app.url_path_for("signin"), app.url_path_for("signout")}),
+    )
+    app.add_middleware(SecurityHeaders)  # added last, so outermost: its headers go on every answer
     return app
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import stat
 from pathlib import Path
 
 import httpx
@@ -10,6 +13,7 @@ import pytest
 
 from orthanc import OrthancConnection, OrthancNotInstalledError, OrthancServer
 from orthanc.launcher import free_port
+from tests.inference.studies import chest_xray, store
 
 
 def test_orthanc_refuses_requests_without_credentials(orthanc: OrthancConnection) -> None:
@@ -64,3 +68,42 @@ def test_missing_orthanc_says_how_to_install_it(tmp_path: Path) -> None:
     server = OrthancServer(tmp_path, http_port=free_port(), stable_age=1, executable="no-such-orthanc")
     with pytest.raises(OrthancNotInstalledError, match="apt-get install"):
         server.start()
+
+
+def test_orthanc_keeps_its_images_index_and_log_owner_only(tmp_path: Path, shared_data: Path) -> None:
+    """Orthanc writes its storage under the umask the launcher gives it, whatever the platform's own."""
+    previous = os.umask(0o022)
+    try:
+        server = OrthancServer(tmp_path / "orthanc", http_port=free_port(), stable_age=1)
+        with server as connection:
+            store(connection, chest_xray(shared_data))
+    finally:
+        os.umask(previous)
+    paths = [server.layout.root, *server.layout.root.rglob("*")]
+    images = [path for path in paths if path.is_file() and path.parent != server.layout.storage_dir]
+    assert images, "Orthanc stored no file under its storage folder"
+    modes = {str(path.relative_to(tmp_path)): stat.S_IMODE(path.stat().st_mode) for path in paths}
+    expected = {name: 0o700 if (tmp_path / name).is_dir() else 0o600 for name in modes}
+    assert modes == expected
+
+
+def _own_address() -> str:
+    """This machine's address on its default route (a UDP connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("203.0.113.1", 9))  # TEST-NET-3
+        except OSError:
+            pytest.skip("this machine has no address but loopback: nothing remote to refuse")
+        return str(probe.getsockname()[0])
+
+
+def test_orthanc_refuses_the_right_credentials_from_another_address(orthanc_server: OrthancServer) -> None:
+    """Orthanc 1.10 listens on every address (HttpBindAddresses, which newer ones read, it ignores):
+    RemoteAccessAllowed false is what turns away a host other than this one, credentials or not."""
+    config = json.loads(orthanc_server.layout.config_file.read_text())
+    assert config["HttpBindAddresses"] == ["127.0.0.1"]
+    connection = orthanc_server.connection
+    url = f"http://{_own_address()}:{orthanc_server.http_port}/system"
+    response = httpx.get(url, auth=(connection.username, connection.password))
+    assert response.status_code == 401
+    assert httpx.get(f"{connection.url}/system", auth=(connection.username, connection.password)).is_success

@@ -24,6 +24,7 @@ from viewer.archive.client import Archive
 from viewer.archive.uids import StudyUID
 from viewer.feedback import records
 from viewer.feedback.records import FeedbackConflictError, FeedbackInput, Kind, Reason, Verdict
+from viewer.reading.archived_study import ArchivedStudy
 from viewer.reading.reads import ai_hidden
 
 router = APIRouter(prefix="/api/studies/{study_uid}/feedback")
@@ -111,7 +112,13 @@ class FeedbackBody(BaseModel):
 
 @router.post("")
 async def save_feedback(
-    study_uid: StudyUID, body: FeedbackBody, user: Reader, db: DbSession, archive: ArchiveClient, trail: Audit
+    study_uid: StudyUID,
+    body: FeedbackBody,
+    user: Reader,
+    _archived: ArchivedStudy,
+    db: DbSession,
+    archive: ArchiveClient,
+    trail: Audit,
 ) -> Response:
     if ai_hidden(db, user, study_uid):  # 403, not 409: the browser's outbox retries a 409, never a 403
         raise HTTPException(403, "Blinded read: record your impression of the study first.")

@@ -22,6 +22,7 @@ from viewer.archive.client import Archive
 from viewer.archive.uids import StudyUID
 from viewer.feedback import records
 from viewer.feedback.records import Kind, Reason
+from viewer.reading.archived_study import ArchivedStudy
 from viewer.reading.reads import Impression, ai_hidden, impressions_of, record_impression
 from viewer.reading.study_status import AIStatus, study_statuses
 from viewer.templates import render
@@ -48,6 +49,7 @@ async def impression(
     request: Request,
     study_uid: StudyUID,
     user: Reader,
+    _archived: ArchivedStudy,
     db: DbSession,
     archive: ArchiveClient,
     trail: Audit,

@@ -43,6 +43,7 @@ from viewer.feedback.sr import (
     build_feedback_sr,
     feedback_uids,
 )
+from viewer.reading.archived_study import ArchivedStudy
 from viewer.reading.reads import Impression, StudyRead, impressions_of
 
 router = APIRouter(prefix="/api/studies/{study_uid}/feedback/sr")
@@ -91,7 +92,12 @@ class _Sources:
 
 @router.post("")
 async def publish_feedback_sr(
-    study_uid: StudyUID, user: Reader, db: DbSession, archive: ArchiveClient, trail: Audit
+    study_uid: StudyUID,
+    user: Reader,
+    _archived: ArchivedStudy,
+    db: DbSession,
+    archive: ArchiveClient,
+    trail: Audit,
 ) -> dict[str, Any]:
     """Store the reader's current feedback on the study in the archive as one SR; answer its UIDs."""
     rows = records.current(db, study_uid, user)

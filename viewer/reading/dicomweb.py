@@ -35,7 +35,6 @@ router = APIRouter(prefix="/dicomweb")
 
 # Headers from Orthanc worth passing to the browser; the rest (auth challenges, server) stay behind.
 PASSED_HEADERS = ("content-type", "content-length", "content-encoding", "etag", "last-modified")
-MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 # QIDO-RS paging (PS3.18 8.3.4.4): Orthanc answers 500 to `limit=-1`, which the proxy would pass on as 502.
 PAGING = re.compile(r"[0-9]{1,9}")
 
@@ -246,9 +245,7 @@ async def rendered(
 @router.post("/studies")
 async def store(request: Request, _: Admin, archive: ArchiveClient, trail: Audit) -> Response:
     """STOW-RS. Every part is parsed first; if any is not valid DICOM, nothing is stored."""
-    body = await request.body()
-    if len(body) > MAX_UPLOAD_BYTES:
-        raise HTTPException(413, "Upload larger than 512 MiB.")
+    body = await request.body()  # at most Settings.max_upload_bytes (viewer/access/body_limits.py)
     try:
         files = read_upload(request.headers.get("content-type", ""), body)
     except UploadError as error:

@@ -21,6 +21,7 @@ from viewer.access.deps import ArchiveClient, Audit, DbSession, Reader
 from viewer.archive.client import Archive
 from viewer.archive.dicom_text import text_value
 from viewer.archive.uids import OptionalSeriesUID, StudyUID
+from viewer.reading.archived_study import ArchivedStudy
 from viewer.reading.frames import Frames, FrameSource
 from viewer.reading.images import first_image
 from viewer.reading.next_study import next_unread
@@ -155,7 +156,9 @@ async def study_page(
 
 
 @router.post("/api/studies/{study_uid}/done")
-def study_done(study_uid: StudyUID, user: Reader, db: DbSession, trail: Audit) -> dict[str, Any]:
+def study_done(
+    study_uid: StudyUID, user: Reader, _archived: ArchivedStudy, db: DbSession, trail: Audit
+) -> dict[str, Any]:
     """Done on the AI panel: the reader has read the study. Answers the next unread study in worklist
     order (None when every study is read), which the panel offers as a button and a key."""
     if ai_hidden(db, user, study_uid):  # Done is for after the AI: a blinded read starts with an impression

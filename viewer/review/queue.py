@@ -4,6 +4,11 @@ verdict of disagree, a finding the AI missed, a wrong triage flag) or where a re
 Only the newest version of each reader's feedback counts: a reader who changed "disagree" to "agree" has
 taken the case out of the queue. Built from the database alone, so it costs no archive request.
 
+Only studies in the archive are listed, as the platform's study index knows them: feedback saved for a
+UID the archive never held (the feedback API accepted any until issue 15) stays in the database, and
+leaves the queue, like the feedback of a study since deleted from the archive. A study that has just
+arrived joins the queue once the index has it (seconds).
+
 The queue is read a page at a time, so that it holds at a million feedback rows (issue 14): the rows are
 walked in the order of their save time, along an index (migration 0006_feedback_query_indexes), until the
 page has its studies, each row checked for a newer version through the unique (reader, study, target,
@@ -23,6 +28,7 @@ from sqlalchemy import ColumnElement, and_, exists, func, or_, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 from sqlalchemy.sql import Select
 
+from inference.study_index import IndexedStudy
 from viewer.access.users import User
 from viewer.feedback.records import (
     DISAGREE,
@@ -128,6 +134,11 @@ def _newest_version(row: type[Feedback]) -> ColumnElement[bool]:
     )
 
 
+def _in_archive(row: type[Feedback]) -> ColumnElement[bool]:
+    """The row's study is in the study index: one probe of its study UID index."""
+    return exists().where(IndexedStudy.study_uid == row.study_uid)
+
+
 def _row_clauses(
     row: type[Feedback], filters: QueueFilters, by_study: bool = False
 ) -> list[ColumnElement[bool]]:
@@ -136,7 +147,7 @@ def _row_clauses(
     ``by_study``: the rows are looked up by study, and the model and finding tests must not tempt the
     planner onto their own indexes: SQLite (no statistics) took the model index for "these 50 studies of
     that model" and read every row of the model. COALESCE keeps the meaning and hides the column."""
-    clauses = [_discrepancy_clause(row), _newest_version(row)]
+    clauses = [_discrepancy_clause(row), _newest_version(row), _in_archive(row)]
     if filters.model:
         model = func.coalesce(row.model_id, "") if by_study else row.model_id
         clauses.append(model == filters.model)
