@@ -39,6 +39,38 @@ class Settings(BaseSettings):
         "every time.",
     )
 
+    signin_max_failures: int = Field(
+        5,
+        ge=0,
+        description="Wrong passwords from one address for one username, within the window, that lock that "
+        "pair (right password or not) for OPENAIM_SIGNIN_LOCKOUT_S; 0: no lock.",
+    )
+    signin_failure_window_s: float = Field(900.0, gt=0, description="The window failures are counted in.")
+    signin_lockout_s: float = Field(
+        900.0,
+        ge=0,
+        description="How long a locked (username, address) pair is refused after its last failure; each "
+        "failure after that locks it again.",
+    )
+    signin_username_max_failures: int = Field(
+        50,
+        ge=1,
+        description="Failures for one username from all addresses, within the window, past which it is "
+        "refused except from addresses it signed in from before (guessing spread over many addresses).",
+    )
+    signin_source_max_failures: int = Field(
+        100,
+        ge=1,
+        description="Failures from one address for all usernames, within the window, past which it is "
+        "refused except for usernames that signed in from it before (one host trying many names).",
+    )
+    signin_known_pair_days: float = Field(
+        30.0,
+        ge=0,
+        description="A (username, address) pair that signed in within this many days is exempt from the "
+        "two wide limits above (not from its own lock).",
+    )
+
     orthanc_url: str | None = Field(
         None,
         description="An Orthanc the platform does not start (e.g. in docker-compose). "

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from openaim import audit
+from viewer.access import throttle
 from viewer.access.deps import (
     AppSettings,
     Audit,
@@ -67,16 +68,31 @@ def signin(
     password: Annotated[str, Form(max_length=1024)],
     next: Annotated[str, Form()] = "/",
 ) -> Response:
-    user = check_password(db, username, password)
+    policy = throttle.Policy.of(settings)
+    source = (request.client.host if request.client else None) or throttle.UNKNOWN_SOURCE
+    refused = throttle.refusal(db, policy, username, source)
+    # Refused attempts are not counted: a locked pair's lock runs from its last real try.
+    user = check_password(db, username, password) if refused is None else None
     if user is None:
+        reason = refused.value if refused is not None else "unknown user or wrong password"
         trail.record(
             audit.EventType.USER_AUTHENTICATION,
             action=audit.Action.EXECUTE,
             outcome=audit.Outcome.MINOR_FAILURE,
             username=username,
-            detail={"subtype": "Login", "reason": "unknown user or wrong password"},
+            detail={"subtype": "Login", "reason": reason},
         )
+        if refused is None and throttle.record_failure(db, policy, username, source):
+            trail.record(
+                audit.EventType.SECURITY_ALERT,
+                action=audit.Action.EXECUTE,
+                outcome=audit.Outcome.SERIOUS_FAILURE,
+                username=username,
+                detail={"subtype": "Lockout", "reason": throttle.Refusal.PAIR_LOCKED.value},
+            )
+        # The same answer whatever the reason: a lock tells a guesser nothing about the password.
         return _signin_page(request, settings, next, GENERIC_FAILURE, status_code=401)
+    throttle.record_success(db, policy, username, source)
     token, _ = start_session(db, user, settings.session_hours)
     trail.record(
         audit.EventType.USER_AUTHENTICATION,
