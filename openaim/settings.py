@@ -39,6 +39,13 @@ class Settings(BaseSettings):
         "every time.",
     )
 
+    password_min_score: int = Field(
+        3,
+        ge=0,
+        le=4,
+        description="The least zxcvbn score (0-4) a new password needs; 3 is over 10^8 guesses. Breached "
+        "passwords and passwords containing the user name are refused whatever their score.",
+    )
     signin_max_failures: int = Field(
         5,
         ge=0,
