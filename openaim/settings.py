@@ -29,7 +29,13 @@ class Settings(BaseSettings):
     cookie_secure: bool = Field(
         True, description="Send cookies over HTTPS only. Browsers treat 127.0.0.1 as secure."
     )
-    session_hours: float = 12.0
+    session_hours: float = Field(12.0, gt=0, description="The longest a session lasts, in use or not.")
+    session_idle_minutes: float = Field(
+        30.0,
+        gt=0,
+        description="A session unused for this long ends (pages polling by themselves are not use; use is "
+        "noted at most once a minute, so it may end up to a minute later).",
+    )
     session_recheck_s: float = Field(
         5.0,
         ge=0,

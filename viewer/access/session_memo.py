@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,14 +46,16 @@ class SignedIn:
         return bool(self.roles & set(roles))
 
 
-def look_up(factory: sessionmaker[Session], token: str) -> SignedIn | None:
+def look_up(
+    factory: sessionmaker[Session], token: str, idle: timedelta | None = None, *, touch: bool = True
+) -> SignedIn | None:
     """The live session for ``token`` from the database (blocking: call it from a worker thread)."""
     with factory() as db:
-        row = find_session(db, token)
+        row = find_session(db, token, idle, touch=touch)
         if row is None:
             return None
         user = row.user
-        return SignedIn(
+        found = SignedIn(
             user.id,
             user.username,
             user.display_name,
@@ -62,6 +64,9 @@ def look_up(factory: sessionmaker[Session], token: str) -> SignedIn | None:
             row.expires_at,
             row.csrf_token,
         )
+        if db.dirty:  # find_session noted this use (at most once a minute)
+            db.commit()
+        return found
 
 
 class SessionMemo:
