@@ -84,6 +84,35 @@ class Settings(BaseSettings):
         "two wide limits above (not from its own lock).",
     )
 
+    oidc_issuer: str | None = Field(
+        None,
+        description="The hospital's OpenID Connect provider (its issuer URL; the discovery document is "
+        "read from ISSUER/.well-known/openid-configuration). Unset: password sign-in only.",
+    )
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_display_name: str = Field("your hospital account", description="Shown on the sign-in button.")
+    oidc_scopes: str = "openid profile email"
+    oidc_redirect_url: str | None = Field(
+        None,
+        description="This platform's callback as the provider knows it (https://HOST/signin/oidc/callback); "
+        "unset: taken from the request (wrong behind a proxy that rewrites the host).",
+    )
+    oidc_username_claim: str = Field(
+        "preferred_username", description="The claim that names the user (the subject when absent)."
+    )
+    oidc_roles_claim: str = Field(
+        "groups",
+        description="The claim holding the user's groups or roles at the provider; a dotted path reaches a "
+        "nested one (realm_access.roles).",
+    )
+    oidc_role_map: dict[str, str] = Field(
+        default_factory=dict,
+        description='Provider group or role -> platform role, e.g. {"radiology": "radiologist", '
+        '"it-admins": "admin"} (JSON in the variable). A user none of whose groups map may not sign in; '
+        "roles are set from the claims at every sign-in.",
+    )
+
     orthanc_url: str | None = Field(
         None,
         description="An Orthanc the platform does not start (e.g. in docker-compose). "

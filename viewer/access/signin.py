@@ -9,8 +9,10 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from openaim import audit
+from openaim.settings import Settings
 from viewer.access import throttle
 from viewer.access.deps import (
     AppSettings,
@@ -21,7 +23,7 @@ from viewer.access.deps import (
     signed_in_session,
 )
 from viewer.access.sessions import UserSession, end_session, start_session
-from viewer.access.users import check_password
+from viewer.access.users import User, check_password
 from viewer.templates import render
 
 router = APIRouter(dependencies=[Depends(check_csrf)])
@@ -48,6 +50,7 @@ def _signin_page(
         csrf_token=token,
         next_url=safe_next(next_url),
         error=error,
+        oidc_name=settings.oidc_display_name if settings.oidc_issuer else None,
     )
     response.set_cookie(csrf_cookie, token, httponly=True, secure=settings.cookie_secure, samesite="strict")
     return response
@@ -93,14 +96,19 @@ def signin(
         # The same answer whatever the reason: a lock tells a guesser nothing about the password.
         return _signin_page(request, settings, next, GENERIC_FAILURE, status_code=401)
     throttle.record_success(db, policy, username, source)
-    token, _ = start_session(db, user, settings.session_hours)
     trail.record(
         audit.EventType.USER_AUTHENTICATION,
         action=audit.Action.EXECUTE,
         username=user.username,
         detail={"subtype": "Login", "method": "password"},
     )
-    target = safe_next(next)
+    return signed_in_response(db, settings, user, next)
+
+
+def signed_in_response(db: Session, settings: Settings, user: User, next_url: str) -> Response:
+    """Start the user's session and send them on: every way of signing in ends here."""
+    token, _ = start_session(db, user, settings.session_hours)
+    target = safe_next(next_url)
     if user.must_change_password:  # a password an admin chose opens nothing but the password form
         target = f"/account/password?next={quote(target)}"
     response = RedirectResponse(target, status_code=303)

@@ -28,6 +28,8 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     display_name: Mapped[str] = mapped_column(String(128))
     password_hash: Mapped[str | None] = mapped_column(String(256))  # None: external sign-in only
+    # "ISSUER SUBJECT" of an account an OpenID provider vouches for (viewer/access/oidc.py); None: local.
+    oidc_subject: Mapped[str | None] = mapped_column(String(512), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # Set when an admin chose the password (a new account, a reset): until the user picks their own,
     # every page but the password form sends them there.
