@@ -73,8 +73,8 @@ def signin(
 ) -> Response:
     policy = throttle.Policy.of(settings)
     source = (request.client.host if request.client else None) or throttle.UNKNOWN_SOURCE
-    refused = throttle.refusal(db, policy, username, source)
-    # Refused attempts are not counted: a locked pair's lock runs from its last real try.
+    factory = request.app.state.db
+    _, refused = throttle.start_attempt(factory, policy, username, source)
     user = check_password(db, username, password) if refused is None else None
     if user is None:
         reason = refused.value if refused is not None else "unknown user or wrong password"
@@ -85,7 +85,7 @@ def signin(
             username=username,
             detail={"subtype": "Login", "reason": reason},
         )
-        if refused is None and throttle.record_failure(db, policy, username, source):
+        if refused is None and throttle.failed(factory, policy, username, source):
             trail.record(
                 audit.EventType.SECURITY_ALERT,
                 action=audit.Action.EXECUTE,
@@ -95,7 +95,7 @@ def signin(
             )
         # The same answer whatever the reason: a lock tells a guesser nothing about the password.
         return _signin_page(request, settings, next, GENERIC_FAILURE, status_code=401)
-    throttle.record_success(db, policy, username, source)
+    throttle.succeeded(factory, policy, username, source)
     trail.record(
         audit.EventType.USER_AUTHENTICATION,
         action=audit.Action.EXECUTE,

@@ -15,7 +15,9 @@ is itself an attack, so the hard lock is per (username, source address) pair:
 
 The source is the address that connected to the viewer (uvicorn runs without proxy headers). Behind a
 reverse proxy every pair would share the proxy's address and the pair lock becomes a per-username lock.
-A successful sign-in clears the pair's failures and marks the pair known.
+A successful sign-in clears the pair's failures and marks the pair known. Each attempt is counted in
+its own short transaction before its password is checked (``start_attempt``), so attempts sent in
+parallel, by any process, are judged by the ones before them.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import Boolean, Index, String, delete, func, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import Boolean, ColumnElement, Index, String, delete, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from openaim.db import Base, UTCDateTime, utcnow
+from openaim.db import Base, UTCDateTime, transaction, utcnow
 from openaim.settings import Settings
 
 UNKNOWN_SOURCE = "unknown"
@@ -77,16 +79,43 @@ class Policy:
         )
 
 
-def refusal(db: Session, policy: Policy, username: str, source: str) -> Refusal | None:
-    """Why this attempt is refused before its password is even checked, or None."""
+def start_attempt(
+    factory: sessionmaker[Session], policy: Policy, username: str, source: str
+) -> tuple[int, Refusal | None]:
+    """Count an attempt before its password is checked, and say whether it is refused.
+
+    The attempt is written (as a failure, until it succeeds) and committed at once, and judged by the
+    attempts written before it: requests sent in parallel see each other, so a burst of guesses gets no
+    more than ``max_failures`` past the lock. A refused attempt is taken back: it checked no password.
+    """
     now = utcnow()
-    if _pair_locked(db, policy, username, source, now):
+    with transaction(factory) as db:
+        # Rows no limit looks at any more: the table stays as small as the last window's failures.
+        old = SignInAttempt.attempted_at < now - policy.window - policy.lockout
+        db.execute(delete(SignInAttempt).where(SignInAttempt.succeeded.is_(False), old))
+        row = SignInAttempt(username=username, source=source, succeeded=False, attempted_at=now)
+        db.add(row)
+        db.flush()
+        attempt_id = row.id
+    with factory() as db:
+        refused = _refusal(db, policy, username, source, attempt_id, now)
+    if refused is not None:
+        with transaction(factory) as db:
+            db.execute(delete(SignInAttempt).where(SignInAttempt.id == attempt_id))
+    return attempt_id, refused
+
+
+def _refusal(
+    db: Session, policy: Policy, username: str, source: str, attempt_id: int, now: datetime
+) -> Refusal | None:
+    before = SignInAttempt.id < attempt_id
+    if _pair_locked(db, policy, username, source, now, before):
         return Refusal.PAIR_LOCKED
     since = now - policy.window
     failed = (
         select(func.count())
         .select_from(SignInAttempt)
-        .where(SignInAttempt.succeeded.is_(False), SignInAttempt.attempted_at > since)
+        .where(SignInAttempt.succeeded.is_(False), SignInAttempt.attempted_at > since, before)
     )
     by_username = db.scalar(failed.where(SignInAttempt.username == username)) or 0
     by_source = db.scalar(failed.where(SignInAttempt.source == source)) or 0
@@ -99,7 +128,14 @@ def refusal(db: Session, policy: Policy, username: str, source: str) -> Refusal 
     return Refusal.SOURCE_THROTTLED
 
 
-def _pair_locked(db: Session, policy: Policy, username: str, source: str, now: datetime) -> bool:
+def _pair_locked(
+    db: Session,
+    policy: Policy,
+    username: str,
+    source: str,
+    now: datetime,
+    *where: ColumnElement[bool],
+) -> bool:
     if policy.max_failures <= 0:
         return False
     latest = list(
@@ -109,8 +145,9 @@ def _pair_locked(db: Session, policy: Policy, username: str, source: str, now: d
                 SignInAttempt.username == username,
                 SignInAttempt.source == source,
                 SignInAttempt.succeeded.is_(False),
+                *where,
             )
-            .order_by(SignInAttempt.attempted_at.desc())
+            .order_by(SignInAttempt.id.desc())
             .limit(policy.max_failures)
         )
     )
@@ -130,27 +167,18 @@ def _known_pair(db: Session, policy: Policy, username: str, source: str, now: da
     return db.scalar(query.limit(1)) is not None
 
 
-def record_failure(db: Session, policy: Policy, username: str, source: str) -> bool:
-    """Count a failed attempt; True when it is the one that locks the pair."""
-    now = utcnow()
-    # Rows no limit looks at any more: the table stays as small as the last window's failures.
-    db.execute(
-        delete(SignInAttempt).where(
-            SignInAttempt.succeeded.is_(False),
-            SignInAttempt.attempted_at < now - policy.window - policy.lockout,
-        )
-    )
-    db.add(SignInAttempt(username=username, source=source, succeeded=False, attempted_at=now))
-    db.flush()
-    return _pair_locked(db, policy, username, source, now)
+def failed(factory: sessionmaker[Session], policy: Policy, username: str, source: str) -> bool:
+    """The attempt's password was wrong (its row stays a failure): True when that locks the pair."""
+    with factory() as db:
+        return _pair_locked(db, policy, username, source, utcnow())
 
 
-def record_success(db: Session, policy: Policy, username: str, source: str) -> None:
-    """Clear the pair's failures and remember the pair as known (one row per pair)."""
+def succeeded(factory: sessionmaker[Session], policy: Policy, username: str, source: str) -> None:
+    """Clear the pair's failures (this attempt's row too) and remember the pair as known."""
     now = utcnow()
-    pair = (SignInAttempt.username == username, SignInAttempt.source == source)
-    db.execute(delete(SignInAttempt).where(*pair))
-    forgotten = SignInAttempt.attempted_at < now - policy.known_pair
-    db.execute(delete(SignInAttempt).where(SignInAttempt.succeeded.is_(True), forgotten))
-    db.add(SignInAttempt(username=username, source=source, succeeded=True, attempted_at=now))
-    db.flush()
+    with transaction(factory) as db:
+        pair = (SignInAttempt.username == username, SignInAttempt.source == source)
+        db.execute(delete(SignInAttempt).where(*pair))
+        forgotten = SignInAttempt.attempted_at < now - policy.known_pair
+        db.execute(delete(SignInAttempt).where(SignInAttempt.succeeded.is_(True), forgotten))
+        db.add(SignInAttempt(username=username, source=source, succeeded=True, attempted_at=now))

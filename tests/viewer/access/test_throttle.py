@@ -4,6 +4,7 @@ per address spare the pairs that signed in before. Counted in the database, so e
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -102,10 +103,20 @@ def test_one_address_trying_many_usernames_is_refused_for_new_ones(client: TestC
 def test_the_count_is_kept_in_the_database_for_every_process(db: sessionmaker[Session]) -> None:
     policy = throttle.Policy.of(Settings(signin_max_failures=3))
     for _ in range(2):
-        with db() as one, one.begin():
-            assert not throttle.record_failure(one, policy, "radiologist", "10.0.0.1")
-    with db() as other, other.begin():
-        assert throttle.record_failure(other, policy, "radiologist", "10.0.0.1")
-    with db() as third:
-        assert throttle.refusal(third, policy, "radiologist", "10.0.0.1") is throttle.Refusal.PAIR_LOCKED
-        assert throttle.refusal(third, policy, "radiologist", "10.0.0.2") is None
+        assert throttle.start_attempt(db, policy, "radiologist", "10.0.0.1")[1] is None
+        assert not throttle.failed(db, policy, "radiologist", "10.0.0.1")
+    assert throttle.start_attempt(db, policy, "radiologist", "10.0.0.1")[1] is None
+    assert throttle.failed(db, policy, "radiologist", "10.0.0.1")  # the third locks the pair
+    locked = throttle.start_attempt(db, policy, "radiologist", "10.0.0.1")[1]
+    assert locked is throttle.Refusal.PAIR_LOCKED
+    assert throttle.start_attempt(db, policy, "radiologist", "10.0.0.2")[1] is None
+
+
+def test_guesses_sent_in_parallel_get_no_more_tries_than_the_lock_allows(db: sessionmaker[Session]) -> None:
+    policy = throttle.Policy.of(Settings(signin_max_failures=5))
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(
+            pool.map(lambda _: throttle.start_attempt(db, policy, "admin", "203.0.113.7"), range(40))
+        )
+    checked = [attempt for attempt, refused in answers if refused is None]
+    assert len(checked) == 5  # the other 35 were refused before any password was checked
