@@ -6,10 +6,11 @@ thread and back: about a third of what the viewer spends serving a cached CT fra
 and whose is it" is kept for a few seconds (``Settings.session_recheck_s``).
 
 What that costs: a session ended elsewhere (signed out, its user disabled or given other roles, an
-expiry) still reads pixels for at most that long. Changes made through this process (sign-out, the admin's
-Users pages, a password change) forget at once; ``openaim user`` in another process waits out the delay.
-Only read-only pixel routes take the memo; everything that writes or shows patient details checks the
-database on every request.
+expiry, the idle timeout) still reads pixels for at most that long. Pixel requests answered from the memo
+are not noted as use of the session; the one that asks the database again is (sessions.py). Changes
+made through this process (sign-out, the admin's Users pages, a password change) forget at once;
+``openaim user`` in another process waits out the delay. Only read-only pixel routes take the memo;
+everything that writes or shows patient details checks the database on every request.
 """
 
 from __future__ import annotations
