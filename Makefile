@@ -27,9 +27,13 @@ $(STAMPS)/venv: pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
-$(STAMPS)/npm: frontend/package.json frontend/package-lock.json
+# A real OpenID provider (npm oidc-provider) that the OIDC sign-in tests start.
+OIDC_PROVIDER := tests/viewer/access/oidc_provider
+
+$(STAMPS)/npm: frontend/package.json frontend/package-lock.json $(OIDC_PROVIDER)/package.json $(OIDC_PROVIDER)/package-lock.json
 	@mkdir -p $(STAMPS)
 	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 demo: setup

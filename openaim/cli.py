@@ -191,8 +191,11 @@ def user_add(
             f"{error}; choose from {', '.join(r.value for r in Role)}", param_hint="--role"
         ) from error
     password = _password(password_stdin, "Password")
+    min_score = _settings().password_min_score
     _account_change(
-        lambda db, actor: add_account(db, actor, username, display_name, roles, password, must_change=False)
+        lambda db, actor: add_account(
+            db, actor, username, display_name, roles, password, must_change=False, min_score=min_score
+        )
     )
     typer.echo(f"Added {username} ({', '.join(sorted(roles))}).")
 
@@ -251,7 +254,10 @@ def user_reset_password(
     from viewer.access.accounts import generated_password, reset_password
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else generated_password()
-    change = _account_change(lambda db, actor: reset_password(db, actor, username, password))
+    min_score = _settings().password_min_score
+    change = _account_change(
+        lambda db, actor: reset_password(db, actor, username, password, min_score=min_score)
+    )
     typer.echo(change.describe())
     if not password_stdin:
         typer.echo(f"Temporary password (shown once): {password}")

@@ -32,7 +32,13 @@ class Settings(BaseSettings):
     cookie_secure: bool = Field(
         True, description="Send cookies over HTTPS only. Browsers treat 127.0.0.1 as secure."
     )
-    session_hours: float = 12.0
+    session_hours: float = Field(12.0, gt=0, description="The longest a session lasts, in use or not.")
+    session_idle_minutes: float = Field(
+        30.0,
+        gt=0,
+        description="A session unused for this long ends (pages polling by themselves are not use; use is "
+        "noted at most once a minute, so it may end up to a minute later).",
+    )
     session_recheck_s: float = Field(
         5.0,
         ge=0,
@@ -52,6 +58,74 @@ class Settings(BaseSettings):
         gt=0,
         description="The largest STOW-RS upload (admins only); it is held in memory while every file in "
         "it is checked, so this bounds the viewer's memory per upload.",
+    )
+
+    password_min_score: int = Field(
+        3,
+        ge=0,
+        le=4,
+        description="The least zxcvbn score (0-4) a new password needs; 3 is over 10^8 guesses. Breached "
+        "passwords and passwords containing the user name are refused whatever their score.",
+    )
+    signin_max_failures: int = Field(
+        5,
+        ge=0,
+        description="Wrong passwords from one address for one username, within the window, that lock that "
+        "pair (right password or not) for OPENAIM_SIGNIN_LOCKOUT_S; 0: no lock.",
+    )
+    signin_failure_window_s: float = Field(900.0, gt=0, description="The window failures are counted in.")
+    signin_lockout_s: float = Field(
+        900.0,
+        ge=0,
+        description="How long a locked (username, address) pair is refused after its last failure; each "
+        "failure after that locks it again.",
+    )
+    signin_username_max_failures: int = Field(
+        50,
+        ge=1,
+        description="Failures for one username from all addresses, within the window, past which it is "
+        "refused except from addresses it signed in from before (guessing spread over many addresses).",
+    )
+    signin_source_max_failures: int = Field(
+        100,
+        ge=1,
+        description="Failures from one address for all usernames, within the window, past which it is "
+        "refused except for usernames that signed in from it before (one host trying many names).",
+    )
+    signin_known_pair_days: float = Field(
+        30.0,
+        ge=0,
+        description="A (username, address) pair that signed in within this many days is exempt from the "
+        "two wide limits above (not from its own lock).",
+    )
+
+    oidc_issuer: str | None = Field(
+        None,
+        description="The hospital's OpenID Connect provider (its issuer URL; the discovery document is "
+        "read from ISSUER/.well-known/openid-configuration). Unset: password sign-in only.",
+    )
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_display_name: str = Field("your hospital account", description="Shown on the sign-in button.")
+    oidc_scopes: str = "openid profile email"
+    oidc_redirect_url: str | None = Field(
+        None,
+        description="This platform's callback as the provider knows it (https://HOST/signin/oidc/callback); "
+        "unset: taken from the request (wrong behind a proxy that rewrites the host).",
+    )
+    oidc_username_claim: str = Field(
+        "preferred_username", description="The claim that names the user (the subject when absent)."
+    )
+    oidc_roles_claim: str = Field(
+        "groups",
+        description="The claim holding the user's groups or roles at the provider; a dotted path reaches a "
+        "nested one (realm_access.roles).",
+    )
+    oidc_role_map: dict[str, str] = Field(
+        default_factory=dict,
+        description='Provider group or role -> platform role, e.g. {"radiology": "radiologist", '
+        '"it-admins": "admin"} (JSON in the variable). A user none of whose groups map may not sign in; '
+        "roles are set from the claims at every sign-in.",
     )
 
     orthanc_url: str | None = Field(

@@ -22,7 +22,7 @@ from openaim.settings import Settings
 from orthanc import OrthancConnection
 from orthanc.launcher import HealthProbe
 from orthanc.supervisor import ArchiveState
-from viewer.access import password, signin
+from viewer.access import oidc, password, signin
 from viewer.access.body_limits import BodyCaps, BodyLimits
 from viewer.access.deps import (
     NotSignedInError,
@@ -76,6 +76,7 @@ def create_app(
     app.state.session_memo = SessionMemo(settings.session_recheck_s)
 
     app.include_router(signin.router)
+    app.include_router(oidc.router)  # the provider's redirect back arrives before any session
     app.include_router(password.router)  # its own check: reachable while a password must change
     signed_in = [Depends(signed_in_user), Depends(check_csrf)]
     routers = (

@@ -79,11 +79,18 @@ def test_worklist_updates_by_itself_and_works_from_the_keyboard(
     rows = page.locator("#worklist-rows tr[data-study-uid]")
     expect(rows.first).to_be_visible()
     page.evaluate("window.__noReload = true")
+    polls: list[dict[str, str]] = []  # the table body's own requests (htmx names it in HX-Trigger)
+    page.on(
+        "request",
+        lambda r: polls.append(r.headers) if r.headers.get("hx-trigger") == "worklist-rows" else None,
+    )
 
     arrived = store_chest_image(orthanc, shared_data, "19990101", patient_id="LIVE-ARRIVAL")
     new_row = page.locator(f'#worklist-rows tr[data-study-uid="{arrived.study_uid}"]')
     expect(new_row).to_be_visible(timeout=10_000)  # the table polls; nobody pressed reload
     assert page.evaluate("window.__noReload") is True
+    # The table's polls say so (they keep no session alive) and still carry the session's CSRF token.
+    assert polls and all(p.get("x-openaim-poll") == "1" and p.get("x-csrf-token") for p in polls)
     expect(new_row.get_by_test_id("ai-status")).to_have_text("waiting")  # no inference service runs here
 
     page.locator("h1").click()  # focus on the page, not a filter

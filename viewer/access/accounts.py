@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from openaim import audit
 from viewer.access.sessions import UserSession
+from viewer.access.strength import DEFAULT_MIN_SCORE
 from viewer.access.users import Role, User, UserRole, add_user, find_user, set_password
 
 # DICOM PS3.15 A.5.3.11 Security Alert event type codes, by name.
@@ -118,10 +119,13 @@ def add_account(
     password: str,
     *,
     must_change: bool = True,
+    min_score: int = DEFAULT_MIN_SCORE,
 ) -> AccountChange:
     """A new account. A password an admin chose must be changed at first sign-in; ``must_change=False``
     is for the command line, where the person typing it is usually its owner (the first admin)."""
-    add_user(db, username, password, roles, display_name, must_change_password=must_change)
+    add_user(
+        db, username, password, roles, display_name, must_change_password=must_change, min_score=min_score
+    )
     return AccountChange(actor, username, "added", USER_ATTRIBUTES_CHANGED, (), _sorted_roles(roles))
 
 
@@ -140,11 +144,13 @@ def enable(db: Session, actor: str, username: str) -> AccountChange:
     return AccountChange(actor, username, "enabled", USER_ATTRIBUTES_CHANGED)
 
 
-def reset_password(db: Session, actor: str, username: str, password: str) -> AccountChange:
+def reset_password(
+    db: Session, actor: str, username: str, password: str, *, min_score: int = DEFAULT_MIN_SCORE
+) -> AccountChange:
     """Set a password the admin hands over; it works for one sign-in, which then asks for a new one.
     Sessions opened with the old password end."""
     user = _target(db, username)
-    set_password(user, password, must_change=True)
+    set_password(user, password, must_change=True, min_score=min_score)
     end_sessions(db, user)
     return AccountChange(actor, username, "password reset", USER_ATTRIBUTES_CHANGED)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from openaim import audit
 from openaim.settings import Settings
 from viewer.access.session_memo import SessionMemo, SignedIn, look_up
-from viewer.access.sessions import UserSession, find_session
+from viewer.access.sessions import POLL_HEADER, UserSession, find_session
 from viewer.access.users import Role, User
 from viewer.archive.client import Archive
 
@@ -56,6 +57,15 @@ def cookie_names(settings: Settings) -> tuple[str, str]:
     """Session and pre-sign-in CSRF cookies. ``__Host-`` pins them to this origin over HTTPS."""
     prefix = "__Host-" if settings.cookie_secure else ""
     return f"{prefix}openaim_session", f"{prefix}openaim_csrf"
+
+
+def idle_limit(settings: Settings) -> timedelta:
+    return timedelta(minutes=settings.session_idle_minutes)
+
+
+def is_use(request: Request) -> bool:
+    """Whether this request is someone using the session, not a page polling by itself."""
+    return POLL_HEADER not in request.headers
 
 
 async def get_settings(request: Request) -> Settings:
@@ -116,8 +126,9 @@ AppSettings = Annotated[Settings, Depends(get_settings)]
 
 def signed_in_session(request: Request, db: DbSession) -> UserSession | None:
     """The live session named by the request's cookie (FastAPI resolves it once per request)."""
-    token = request.cookies.get(cookie_names(request.app.state.settings)[0])
-    session = find_session(db, token) if token else None
+    settings: Settings = request.app.state.settings
+    token = request.cookies.get(cookie_names(settings)[0])
+    session = find_session(db, token, idle_limit(settings), touch=is_use(request)) if token else None
     if session is not None:  # for page templates, which may render after this database session ends
         request.state.page_user = PageUser.of(session)
     return session
@@ -159,7 +170,10 @@ async def memo_session(request: Request) -> SignedIn | None:
     memo: SessionMemo = request.app.state.session_memo
     found = None if request.method in UNSAFE_METHODS else memo.get(token)
     if found is None:
-        found = await run_in_threadpool(look_up, request.app.state.db, token)
+        settings: Settings = request.app.state.settings
+        found = await run_in_threadpool(
+            look_up, request.app.state.db, token, idle_limit(settings), touch=is_use(request)
+        )
         if found is None:
             memo.forget(token)
             return None

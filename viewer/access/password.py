@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from openaim import audit
 from viewer.access.accounts import USER_ATTRIBUTES_CHANGED, end_sessions
-from viewer.access.deps import Audit, DbSession, PasswordChanger, check_csrf, current_session
+from viewer.access.deps import AppSettings, Audit, DbSession, PasswordChanger, check_csrf, current_session
 from viewer.access.signin import safe_next
 from viewer.access.users import MAX_PASSWORD_LENGTH, check_password, set_password
 from viewer.templates import render
@@ -45,6 +45,7 @@ def change_password(
     request: Request,
     session: PasswordChanger,
     db: DbSession,
+    settings: AppSettings,
     trail: Audit,
     current_password: PasswordField,
     new_password: PasswordField,
@@ -61,7 +62,7 @@ def change_password(
         error = "Choose a password other than the current one."
     else:
         try:
-            set_password(user, new_password, must_change=False)
+            set_password(user, new_password, must_change=False, min_score=settings.password_min_score)
         except ValueError as problem:
             error = str(problem).capitalize() + "."
     if error:

@@ -6,10 +6,11 @@ thread and back: about a third of what the viewer spends serving a cached CT fra
 and whose is it" is kept for a few seconds (``Settings.session_recheck_s``).
 
 What that costs: a session ended elsewhere (signed out, its user disabled or given other roles, an
-expiry) still reads pixels for at most that long. Changes made through this process (sign-out, the admin's
-Users pages, a password change) forget at once; ``openaim user`` in another process waits out the delay.
-Only read-only pixel routes take the memo; everything that writes or shows patient details checks the
-database on every request.
+expiry, the idle timeout) still reads pixels for at most that long. Pixel requests answered from the memo
+are not noted as use of the session; the one that asks the database again is (sessions.py). Changes
+made through this process (sign-out, the admin's Users pages, a password change) forget at once;
+``openaim user`` in another process waits out the delay. Only read-only pixel routes take the memo;
+everything that writes or shows patient details checks the database on every request.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,14 +47,16 @@ class SignedIn:
         return bool(self.roles & set(roles))
 
 
-def look_up(factory: sessionmaker[Session], token: str) -> SignedIn | None:
+def look_up(
+    factory: sessionmaker[Session], token: str, idle: timedelta | None = None, *, touch: bool = True
+) -> SignedIn | None:
     """The live session for ``token`` from the database (blocking: call it from a worker thread)."""
     with factory() as db:
-        row = find_session(db, token)
+        row = find_session(db, token, idle, touch=touch)
         if row is None:
             return None
         user = row.user
-        return SignedIn(
+        found = SignedIn(
             user.id,
             user.username,
             user.display_name,
@@ -62,6 +65,9 @@ def look_up(factory: sessionmaker[Session], token: str) -> SignedIn | None:
             row.expires_at,
             row.csrf_token,
         )
+        if db.dirty:  # find_session noted this use (at most once a minute)
+            db.commit()
+        return found
 
 
 class SessionMemo:

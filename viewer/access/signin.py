@@ -9,8 +9,11 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from openaim import audit
+from openaim.settings import Settings
+from viewer.access import throttle
 from viewer.access.deps import (
     AppSettings,
     Audit,
@@ -20,7 +23,7 @@ from viewer.access.deps import (
     signed_in_session,
 )
 from viewer.access.sessions import UserSession, end_session, start_session
-from viewer.access.users import check_password
+from viewer.access.users import User, check_password
 from viewer.templates import render
 
 router = APIRouter(dependencies=[Depends(check_csrf)])
@@ -47,6 +50,7 @@ def _signin_page(
         csrf_token=token,
         next_url=safe_next(next_url),
         error=error,
+        oidc_name=settings.oidc_display_name if settings.oidc_issuer else None,
     )
     response.set_cookie(csrf_cookie, token, httponly=True, secure=settings.cookie_secure, samesite="strict")
     return response
@@ -67,24 +71,44 @@ def signin(
     password: Annotated[str, Form(max_length=1024)],
     next: Annotated[str, Form()] = "/",
 ) -> Response:
-    user = check_password(db, username, password)
+    policy = throttle.Policy.of(settings)
+    source = (request.client.host if request.client else None) or throttle.UNKNOWN_SOURCE
+    factory = request.app.state.db
+    _, refused = throttle.start_attempt(factory, policy, username, source)
+    user = check_password(db, username, password) if refused is None else None
     if user is None:
+        reason = refused.value if refused is not None else "unknown user or wrong password"
         trail.record(
             audit.EventType.USER_AUTHENTICATION,
             action=audit.Action.EXECUTE,
             outcome=audit.Outcome.MINOR_FAILURE,
             username=username,
-            detail={"subtype": "Login", "reason": "unknown user or wrong password"},
+            detail={"subtype": "Login", "reason": reason},
         )
+        if refused is None and throttle.failed(factory, policy, username, source):
+            trail.record(
+                audit.EventType.SECURITY_ALERT,
+                action=audit.Action.EXECUTE,
+                outcome=audit.Outcome.SERIOUS_FAILURE,
+                username=username,
+                detail={"subtype": "Lockout", "reason": throttle.Refusal.PAIR_LOCKED.value},
+            )
+        # The same answer whatever the reason: a lock tells a guesser nothing about the password.
         return _signin_page(request, settings, next, GENERIC_FAILURE, status_code=401)
-    token, _ = start_session(db, user, settings.session_hours)
+    throttle.succeeded(factory, policy, username, source)
     trail.record(
         audit.EventType.USER_AUTHENTICATION,
         action=audit.Action.EXECUTE,
         username=user.username,
         detail={"subtype": "Login", "method": "password"},
     )
-    target = safe_next(next)
+    return signed_in_response(db, settings, user, next)
+
+
+def signed_in_response(db: Session, settings: Settings, user: User, next_url: str) -> Response:
+    """Start the user's session and send them on: every way of signing in ends here."""
+    token, _ = start_session(db, user, settings.session_hours)
+    target = safe_next(next_url)
     if user.must_change_password:  # a password an admin chose opens nothing but the password form
         target = f"/account/password?next={quote(target)}"
     response = RedirectResponse(target, status_code=303)

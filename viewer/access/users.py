@@ -11,6 +11,7 @@ from sqlalchemy import Boolean, ForeignKey, String, false, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from openaim.db import Base, UTCDateTime, utcnow
+from viewer.access.strength import DEFAULT_MIN_SCORE, weakness
 
 
 class Role(StrEnum):
@@ -27,6 +28,8 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     display_name: Mapped[str] = mapped_column(String(128))
     password_hash: Mapped[str | None] = mapped_column(String(256))  # None: external sign-in only
+    # "ISSUER SUBJECT" of an account an OpenID provider vouches for (viewer/access/oidc.py); None: local.
+    oidc_subject: Mapped[str | None] = mapped_column(String(512), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # Set when an admin chose the password (a new account, a reset): until the user picks their own,
     # every page but the password form sends them there.
@@ -64,17 +67,21 @@ class UserExistsError(ValueError):
     pass
 
 
-def check_password_rules(password: str) -> None:
-    """Raise ValueError, with a sentence a person can act on, when a password may not be used."""
+def check_password_rules(password: str, *, username: str = "", min_score: int = DEFAULT_MIN_SCORE) -> None:
+    """Raise ValueError, with a sentence a person can act on, when a password may not be used: too short
+    or long, breached, containing the user name, or scored under ``min_score`` by zxcvbn."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValueError(f"a password has at least {MIN_PASSWORD_LENGTH} characters")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise ValueError(f"a password has at most {MAX_PASSWORD_LENGTH} characters")
+    problem = weakness(password, username=username, min_score=min_score)
+    if problem is not None:
+        raise ValueError(problem)
 
 
-def set_password(user: User, password: str, *, must_change: bool) -> None:
+def set_password(user: User, password: str, *, must_change: bool, min_score: int = DEFAULT_MIN_SCORE) -> None:
     """Store a new password's hash; ``must_change`` when someone other than the user chose it."""
-    check_password_rules(password)
+    check_password_rules(password, username=user.username, min_score=min_score)
     user.password_hash = _hasher.hash(password)
     user.must_change_password = must_change
 
@@ -87,13 +94,14 @@ def add_user(
     display_name: str = "",
     *,
     must_change_password: bool = False,
+    min_score: int = DEFAULT_MIN_SCORE,
 ) -> User:
     if not username or len(username) > 64:
         raise ValueError("a username has 1 to 64 characters")
     if not roles:
         raise ValueError("a user needs at least one role")
     if password is not None:
-        check_password_rules(password)
+        check_password_rules(password, username=username, min_score=min_score)
     if find_user(db, username) is not None:
         raise UserExistsError(f"user {username!r} already exists")
     user = User(

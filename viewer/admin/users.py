@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from openaim import audit
 from viewer.access import accounts
 from viewer.access.accounts import AccountChange, AccountError
-from viewer.access.deps import Admin, Audit, DbSession
+from viewer.access.deps import Admin, AppSettings, Audit, DbSession
 from viewer.access.users import MAX_PASSWORD_LENGTH, Role, User, UserExistsError, find_user
 from viewer.templates import render
 
@@ -166,6 +166,7 @@ def add_user(
     request: Request,
     admin: Admin,
     db: DbSession,
+    settings: AppSettings,
     trail: Audit,
     username: Annotated[str, Form(max_length=64)],
     display_name: Annotated[str, Form(max_length=128)] = "",
@@ -181,7 +182,9 @@ def add_user(
             raise AccountError(
                 "A user name has 1 to 64 letters, digits and . _ @ -, and starts with a letter or digit"
             )
-        change = accounts.add_account(db, admin.username, username, display_name, wanted, chosen)
+        change = accounts.add_account(
+            db, admin.username, username, display_name, wanted, chosen, min_score=settings.password_min_score
+        )
     except ValueError as error:  # AccountError, UserExistsError, a refused password, no role
         _record_refusal(trail, admin.username, username, "added", str(error))
         status = 409 if isinstance(error, UserExistsError) else 400
@@ -230,12 +233,15 @@ def reset_password(
     username: Username,
     admin: Admin,
     db: DbSession,
+    settings: AppSettings,
     trail: Audit,
     password: OptionalPassword = "",
 ) -> Response:
     """Reset a password to one the admin typed, or a generated one when blank; it is shown once, must be
     changed at the next sign-in, and the account's sessions end."""
     chosen = password or accounts.generated_password()
-    change = partial(accounts.reset_password, db, admin.username, username, chosen)
+    change = partial(
+        accounts.reset_password, db, admin.username, username, chosen, min_score=settings.password_min_score
+    )
     handover = Handover(username, chosen, generated=not password)
     return _apply(request, db, trail, admin, username, change, "password reset", handover)

@@ -7,7 +7,7 @@ import re
 from fastapi.testclient import TestClient
 
 # The only routes a visitor may reach before signing in. Adding one here is a security decision.
-PUBLIC_PATHS = frozenset({"/signin", "/signout", "/healthz"})
+PUBLIC_PATHS = frozenset({"/signin", "/signout", "/healthz", "/signin/oidc", "/signin/oidc/callback"})
 
 
 def _example_path(path: str) -> str:
