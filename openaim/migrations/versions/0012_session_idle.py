@@ -1,8 +1,8 @@
 """Sessions end when unused for ``OPENAIM_SESSION_IDLE_MINUTES``: each holds when it was last used (issue
 15 item 6). Sessions open at the upgrade count as last used when they began.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-06
 """
 
@@ -11,8 +11,8 @@ from alembic import op
 
 from openaim.db import UTCDateTime
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

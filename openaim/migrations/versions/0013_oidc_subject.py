@@ -1,16 +1,16 @@
 """OpenID Connect sign-in: an account an identity provider vouches for holds its issuer and subject
 (issue 15 item 6, viewer/access/oidc.py).
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-06
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
