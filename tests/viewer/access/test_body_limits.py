@@ -57,9 +57,9 @@ def test_a_form_over_the_cap_gets_413_even_to_sign_in(client: TestClient) -> Non
 
 
 def test_a_body_under_the_cap_reaches_its_route(radiologist: TestClient) -> None:
-    """The route answers (here: its own validation), as before."""
+    """The route answers (here: the study is not in the archive), as before."""
     response = radiologist.post(f"/api/studies/{STUDY}/feedback", json={"kind": "nonsense"})
-    assert response.status_code == 422
+    assert response.status_code == 404 and "not in the archive" in response.json()["detail"]
 
 
 class ChunkedBody:
