@@ -20,6 +20,7 @@ from viewer.access.deps import ArchiveClient, Reader
 from viewer.archive.client import Archive
 from viewer.archive.dicom_text import dicom_date, person_name, text_value
 from viewer.archive.uids import SeriesUID, StudyUID
+from viewer.reading.ai_policy import ShownSeries
 from viewer.reading.frame_encoding import PixelFormat, parse_multipart
 from viewer.reading.frames import Frames, FrameSource
 from viewer.reading.slice_order import SlicePlace, in_display_order, indexed_place, normal_distance, numbers
@@ -203,6 +204,7 @@ async def series_images(
     study_uid: StudyUID,
     series_uid: SeriesUID,
     _: Reader,
+    shown: ShownSeries,
     archive: ArchiveClient,
     source: Frames,
     first: bool = False,

@@ -21,6 +21,7 @@ from inference.runtime.pixels import UnreadableImage, display_frame, read_datase
 from viewer.access.deps import ArchiveClient, ImageReader
 from viewer.archive.client import Archive
 from viewer.archive.uids import InstanceUID, SeriesUID, StudyUID
+from viewer.reading.ai_policy import ShownSeries
 from viewer.reading.bytes_lru import BytesLRU
 
 router = APIRouter(prefix="/api")
@@ -68,6 +69,7 @@ async def thumbnail(
     series_uid: SeriesUID,
     instance_uid: InstanceUID,
     _: ImageReader,
+    shown: ShownSeries,
     archive: ArchiveClient,
     drawn: Annotated[BytesLRU[ThumbnailKey], Depends(get_thumbnails)],
     size: Annotated[int, Query(ge=16, le=512)] = 128,
