@@ -37,6 +37,8 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.utils import request_params_to_args
+from fastapi.exceptions import RequestValidationError
 from pydicom import Dataset
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -189,13 +191,29 @@ async def shown_series(
     request: Request, study_uid: StudyUID, series_uid: SeriesUID, user: SignedInUser
 ) -> str:
     """The dependency of every route that names a series: 404, as if absent, for a series this user may not
-    see, or one that is not in the study. An image series costs only the memo's lookup."""
+    see, or one that is not in the study. An image series the memo knows costs one lookup."""
+    series = series_memo(request).get(study_uid)
+    if series is not None and series_uid in series.known and series_uid not in series.ai:
+        return series_uid  # the hot path: a frame of an image series
+    _check_route_parameters(request)
     series = await study_series(request, study_uid, naming=series_uid)
     if series_uid not in series.known:
         raise HTTPException(404, NOT_FOUND)
     if series_uid in series.ai and series_uid in await hidden_series(request, study_uid, user):
         raise HTTPException(404, NOT_FOUND)
     return series_uid
+
+
+def _check_route_parameters(request: Request) -> None:
+    """FastAPI calls a route's dependencies before it validates the route's own path parameters (a frame
+    number, an instance UID): validate them first, so that a malformed one is answered 422 without a
+    question to the archive."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None:
+        return
+    _, errors = request_params_to_args(dependant.path_params, request.path_params)
+    if errors:
+        raise RequestValidationError(errors)
 
 
 async def study_hidden_series(request: Request, study_uid: StudyUID, user: SignedInUser) -> frozenset[str]:
