@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from openaim import audit
 from openaim.audit import Action, AuditEvent, EventType
+from tests.viewer.conftest import sign_in
 from viewer.admin import audit_log
 
 HTML = {"Accept": "text/html"}
@@ -158,3 +159,17 @@ def test_a_new_row_after_a_full_walk_is_checked_on_the_next_visit(
         )
     visit = admin.get("/admin/audit/verification").text
     assert 'data-verified="false"' in visit and "does not follow the row before it" in visit
+
+
+def test_governance_reads_and_exports_the_trail_under_its_own_name(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    governance = sign_in(client, "governance")
+    _write(db, datetime.now(UTC), EventType.AI_FEEDBACK, "reader", number="1")
+    page = governance.get("/admin/audit", params={"event": "AIFeedback"}, headers=HTML)
+    assert page.status_code == 200 and len(_rows(page.text)) == 1
+    export = governance.get("/admin/audit.csv", params={"event": "AIFeedback"})
+    assert export.status_code == 200 and len(list(csv.DictReader(io.StringIO(export.text)))) == 1
+    with db() as session:
+        looked = select(AuditEvent.username).where(AuditEvent.event_type.in_(["Query", "Export"]))
+        assert set(session.scalars(looked)) == {"governance"}  # its looks are in the trail, under its name
