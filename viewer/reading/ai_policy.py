@@ -24,6 +24,8 @@ Cost: the study's series, sorted into images, AI and trial, are kept per study f
 seconds (the staleness already accepted for the pixel routes' session check), and asked again at once when
 a request names a series the kept answer does not know (a result stored a moment ago). So a frame of an
 image series costs a dictionary lookup; only a request for an AI series asks the database who the user is.
+Answers about a whole study (the study page, the series search, the study's metadata) look afresh, once
+per study opened, and leave out any series stored since they looked.
 A mode change made through this process forgets at once; one made by the CLI waits out the delay.
 """
 
@@ -153,10 +155,12 @@ def forget_study_series(request: Request) -> None:
     series_memo(request).forget_all()
 
 
-async def study_series(request: Request, study_uid: str, naming: str | None = None) -> StudySeries:
-    """The study's series, from the memo unless it is stale or does not know ``naming``."""
+async def study_series(
+    request: Request, study_uid: str, naming: str | None = None, fresh: bool = False
+) -> StudySeries:
+    """The study's series, from the memo unless it is stale, does not know ``naming``, or ``fresh``."""
     memo = series_memo(request)
-    found = memo.get(study_uid)
+    found = None if fresh else memo.get(study_uid)
     if found is None or (naming is not None and naming not in found.known):
         archive: Archive = request.app.state.archive
         listed = await archive.search_series(study_uid)
@@ -168,14 +172,27 @@ async def study_series(request: Request, study_uid: str, naming: str | None = No
     return found
 
 
-async def hidden_series(request: Request, study_uid: str, user: SignedIn) -> frozenset[str]:
+@dataclass(frozen=True)
+class SeriesFilter:
+    """What an answer about a whole study may include for this user."""
+
+    known: frozenset[str]  # the study's series when the policy looked
+    hidden: frozenset[str]
+
+    def shows(self, series_uid: str) -> bool:
+        """A series the policy did not know (stored since it looked) is left out too, until next time."""
+        return series_uid in self.known and series_uid not in self.hidden
+
+
+async def hidden_series(
+    request: Request, study_uid: str, user: SignedIn, series: StudySeries
+) -> frozenset[str]:
     """The series of the study this user may not see now (kept for the rest of the request)."""
     kept: dict[str, frozenset[str]] | None = getattr(request.state, "hidden_series", None)
     if kept is None:
         kept = request.state.hidden_series = {}
     if study_uid in kept:
         return kept[study_uid]
-    series = await study_series(request, study_uid)
     hidden: frozenset[str] = frozenset()
     if series.ai:
         monitors = user.has_any_role(*MONITOR_ROLES)
@@ -199,7 +216,7 @@ async def shown_series(
     series = await study_series(request, study_uid, naming=series_uid)
     if series_uid not in series.known:
         raise HTTPException(404, NOT_FOUND)
-    if series_uid in series.ai and series_uid in await hidden_series(request, study_uid, user):
+    if series_uid in series.ai and series_uid in await hidden_series(request, study_uid, user, series):
         raise HTTPException(404, NOT_FOUND)
     return series_uid
 
@@ -216,10 +233,14 @@ def _check_route_parameters(request: Request) -> None:
         raise RequestValidationError(errors)
 
 
-async def study_hidden_series(request: Request, study_uid: StudyUID, user: SignedInUser) -> frozenset[str]:
-    """The dependency of every route that answers about a whole study: what to leave out of it."""
-    return await hidden_series(request, study_uid, user)
+async def study_series_filter(request: Request, study_uid: StudyUID, user: SignedInUser) -> SeriesFilter:
+    """The dependency of every route that answers about a whole study (the study page, the series search,
+    the study's metadata): what to leave out. It looks at the study afresh, not in the memo: a result stored
+    a moment ago must not slip into the list before the memo learns of it. These routes are called once
+    per study opened, not once per frame."""
+    series = await study_series(request, study_uid, fresh=True)
+    return SeriesFilter(series.known, await hidden_series(request, study_uid, user, series))
 
 
 ShownSeries = Annotated[str, Depends(shown_series)]
-HiddenSeries = Annotated[frozenset[str], Depends(study_hidden_series)]
+StudySeriesFilter = Annotated[SeriesFilter, Depends(study_series_filter)]

@@ -21,7 +21,7 @@ from viewer.access.deps import Admin, ArchiveClient, Audit, ImageReader, Reader
 from viewer.archive.client import Archive, ArchiveError
 from viewer.archive.stow import UploadError, read_upload, stow_response
 from viewer.archive.uids import FrameList, InstanceUID, SeriesUID, StudyUID
-from viewer.reading.ai_policy import HiddenSeries, ShownSeries
+from viewer.reading.ai_policy import SeriesFilter, ShownSeries, StudySeriesFilter
 from viewer.reading.frame_encoding import (
     AS_STORED,
     EXPLICIT_LE,
@@ -80,10 +80,14 @@ async def search_studies(request: Request, _: Reader, archive: ArchiveClient, tr
     return await _forward(request, archive, "/studies")
 
 
-async def _forward_without(request: Request, archive: Archive, path: str, hidden: frozenset[str]) -> Response:
-    """A study-level DICOM JSON answer (series search, metadata) without the items of ``hidden`` series;
-    streamed through unchanged when nothing is hidden."""
-    if not hidden:
+async def _forward_shown(
+    request: Request, archive: Archive, path: str, shown: SeriesFilter, always: bool = False
+) -> Response:
+    """A study-level DICOM JSON answer (series search, metadata) with only the items of series ``shown``;
+    streamed through unchanged when nothing is hidden and not ``always`` (a study's metadata: megabytes,
+    where a series search is a few kilobytes, always read through so a series stored in the moment since
+    the policy looked is left out too)."""
+    if not shown.hidden and not always:
         return await _forward(request, archive, path)
     accept = {"Accept": "application/dicom+json", "Accept-Encoding": "identity"}  # parsed here, not passed
     try:
@@ -98,7 +102,7 @@ async def _forward_without(request: Request, archive: Archive, path: str, hidden
     finally:
         await upstream.close()
     items = json.loads(body) if body.strip() else []
-    kept = [item for item in items if _series_of(item) not in hidden]
+    kept = [item for item in items if shown.shows(_series_of(item))]
     return JSONResponse(kept, media_type="application/dicom+json")
 
 
@@ -110,9 +114,9 @@ def _series_of(item: dict[str, object]) -> str:
 
 @router.get("/studies/{study_uid}/series")
 async def search_series(
-    request: Request, study_uid: StudyUID, _: Reader, hidden: HiddenSeries, archive: ArchiveClient
+    request: Request, study_uid: StudyUID, _: Reader, shown: StudySeriesFilter, archive: ArchiveClient
 ) -> Response:
-    return await _forward_without(request, archive, f"/studies/{study_uid}/series", hidden)
+    return await _forward_shown(request, archive, f"/studies/{study_uid}/series", shown, always=True)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances")
@@ -129,9 +133,9 @@ async def search_instances(
 
 @router.get("/studies/{study_uid}/metadata")
 async def study_metadata(
-    request: Request, study_uid: StudyUID, _: Reader, hidden: HiddenSeries, archive: ArchiveClient
+    request: Request, study_uid: StudyUID, _: Reader, shown: StudySeriesFilter, archive: ArchiveClient
 ) -> Response:
-    return await _forward_without(request, archive, f"/studies/{study_uid}/metadata", hidden)
+    return await _forward_shown(request, archive, f"/studies/{study_uid}/metadata", shown)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/metadata")

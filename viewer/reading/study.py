@@ -21,7 +21,7 @@ from viewer.access.deps import ArchiveClient, Audit, DbSession, Reader
 from viewer.archive.client import Archive
 from viewer.archive.dicom_text import text_value
 from viewer.archive.uids import OptionalSeriesUID, StudyUID
-from viewer.reading.ai_policy import HiddenSeries
+from viewer.reading.ai_policy import StudySeriesFilter
 from viewer.reading.frames import Frames, FrameSource
 from viewer.reading.images import first_image
 from viewer.reading.next_study import next_unread
@@ -110,7 +110,7 @@ async def study_page(
     request: Request,
     study_uid: StudyUID,
     _: Reader,
-    hidden: HiddenSeries,
+    shown_series: StudySeriesFilter,
     archive: ArchiveClient,
     source: Frames,
     trail: Audit,
@@ -125,7 +125,7 @@ async def study_page(
         (
             SeriesRow.from_dataset(item, middle.get(str(item.SeriesInstanceUID)))
             for item in await archive.search_series(study_uid)
-            if str(item.SeriesInstanceUID) not in hidden  # the AI policy: as if not in the study
+            if shown_series.shows(str(item.SeriesInstanceUID))  # the AI policy: others as if absent
         ),
         key=lambda row: (not row.has_images, row.number.zfill(6)),
     )

@@ -30,10 +30,10 @@ from tests.viewer.ai_fixtures import (
 from tests.viewer.app_routes import Route, app_routes, dependencies_of
 from tests.viewer.conftest import sign_in
 from viewer.access.users import User
-from viewer.reading.ai_policy import shown_series, study_hidden_series
+from viewer.reading.ai_policy import shown_series, study_series_filter
 
 SERIES = "404 for a hidden series"  # takes ShownSeries
-STUDY = "hidden series left out"  # takes HiddenSeries
+STUDY = "hidden series left out"  # takes StudySeriesFilter
 PANEL = "the AI panel's own rule: nothing before a blinded reader's impression; of ours, clinical only"
 DICOMWEB = "/dicomweb/studies/{study_uid}/series/{series_uid}"
 
@@ -84,7 +84,7 @@ def test_every_route_that_names_a_study_or_a_series_is_in_the_table(client: Test
         if rule == SERIES:
             assert shown_series in calls, f"{route} must take ShownSeries"
         if rule == STUDY:
-            assert study_hidden_series in calls, f"{route} must take HiddenSeries"
+            assert study_series_filter in calls, f"{route} must take StudySeriesFilter"
         if "{series_uid}" in route[1]:
             assert rule == SERIES, f"{route} names a series: it must take ShownSeries"
 
@@ -106,16 +106,17 @@ def _study_paths(study_uid: str) -> list[str]:
 
 
 def assert_hidden(reader: TestClient, study_uid: str, series_uid: str, description: str) -> None:
-    """Every path of the table answers as if the series were not in the study."""
-    for path in _series_paths(study_uid, series_uid):
-        response = reader.get(path, headers={"Accept": "*/*"})
-        assert response.status_code == 404, (path, response.status_code)
-        assert description not in response.text, path
+    """Every path of the table answers as if the series were not in the study (the study's answers first:
+    they must not wait for a request naming the series to learn of it)."""
     for path in _study_paths(study_uid):
         accept = "application/dicom+json" if path.startswith("/dicomweb") else "text/html"
         response = reader.get(path, headers={"Accept": accept})
         assert response.status_code == 200, (path, response.status_code)
         assert series_uid not in response.text and description not in response.text, path
+    for path in _series_paths(study_uid, series_uid):
+        response = reader.get(path, headers={"Accept": "*/*"})
+        assert response.status_code == 404, (path, response.status_code)
+        assert description not in response.text, path
     page = reader.get(f"/studies/{study_uid}", params={"series": series_uid}, headers={"Accept": "text/html"})
     assert page.status_code == 404
 
@@ -151,11 +152,13 @@ def study(orthanc: OrthancConnection, shared_data: Path) -> Image2D:
 def test_a_blinded_reader_sees_no_ai_series_before_the_impression(
     client: TestClient, db: sessionmaker[Session], orthanc: OrthancConnection, study: Image2D
 ) -> None:
-    findings = store_result_object(orthanc, study, "SR", "Vendor X: nodule 0.93", series_number=700)
-    mask = store_result_object(orthanc, study, "SEG", "Vendor X: nodule mask", series_number=701)
     with transaction(db) as session:
         session.execute(update(User).where(User.username == "radiologist").values(blinded_read=True))
     reader = sign_in(client, "radiologist")
+    opened = reader.get(f"/studies/{study.study_uid}", headers={"Accept": "text/html"})
+    assert opened.status_code == 200  # the policy has looked at the study: it has no AI series yet
+    findings = store_result_object(orthanc, study, "SR", "Vendor X: nodule 0.93", series_number=700)
+    mask = store_result_object(orthanc, study, "SEG", "Vendor X: nodule mask", series_number=701)
 
     assert_hidden(reader, study.study_uid, findings, "nodule 0.93")
     assert_hidden(reader, study.study_uid, mask, "nodule mask")
