@@ -51,7 +51,9 @@ def _draw(data: bytes, size: int | None) -> bytes:
     return buffer.getvalue()
 
 
-ThumbnailKey = tuple[str, int]  # (SOP Instance UID, size)
+# (Series, SOP Instance UID, size): the series too, so that a picture drawn for a series one user may see
+# is never served to another under a series the AI policy lets them see (viewer/reading/ai_policy.py).
+ThumbnailKey = tuple[str, str, int]
 
 
 def get_thumbnails(request: Request) -> BytesLRU[ThumbnailKey]:
@@ -74,8 +76,8 @@ async def thumbnail(
     drawn: Annotated[BytesLRU[ThumbnailKey], Depends(get_thumbnails)],
     size: Annotated[int, Query(ge=16, le=512)] = 128,
 ) -> Response:
-    png = drawn.get((instance_uid, size))
+    png = drawn.get((series_uid, instance_uid, size))
     if png is None:
         png = await picture_png(archive, study_uid, series_uid, instance_uid, size)
-        drawn.put((instance_uid, size), png)
+        drawn.put((series_uid, instance_uid, size), png)
     return Response(png, media_type="image/png", headers=THUMBNAIL_CACHING)

@@ -6,9 +6,11 @@ it fails here."""
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
+import pydicom
 import pytest
 from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
@@ -200,3 +202,38 @@ def test_a_shadow_models_series_are_seen_by_those_who_monitor_models_only(
     assert changed.status_code == 303
     reader = switch(admin, "radiologist")  # shown at once: the change forgot what the memo kept
     assert_shown(reader, study.study_uid, uids.sr_series, "AI results: shadow trial")
+
+
+def test_a_picture_drawn_for_one_user_is_not_served_to_another_under_a_visible_series(
+    client: TestClient,
+    db: sessionmaker[Session],
+    orthanc: OrthancConnection,
+    shared_data: Path,
+    study: Image2D,
+) -> None:
+    """The thumbnails' cache is keyed by series too: the policy checks the series a URL names, and a
+    hidden instance named under a visible series must still come from the archive, which refuses it."""
+    hidden = _pixels_in_an_ai_series(orthanc, shared_data, study)
+    with transaction(db) as session:
+        session.execute(update(User).where(User.username == "radiologist").values(blinded_read=True))
+    admin = sign_in(client, "admin")
+    own_series = f"/api/studies/{study.study_uid}/series/{hidden.series_uid}/instances/{hidden.instance_uid}"
+    drawn = admin.get(f"{own_series}/thumbnail.png")
+    assert drawn.status_code == 200 and drawn.headers["content-type"] == "image/png"
+    reader = switch(admin, "radiologist")
+    images = f"/api/studies/{study.study_uid}/series/{study.series_uid}"
+    assert reader.get(f"{images}/instances/{hidden.instance_uid}/thumbnail.png").status_code == 404
+
+
+def _pixels_in_an_ai_series(orthanc: OrthancConnection, shared_data: Path, study: Image2D) -> Image2D:
+    """The chest image again, in a series of the study that calls itself a SEG: pixels the blinded reader
+    may not see."""
+    dataset = pydicom.dcmread(shared_data / "dicom" / "dx_chest" / "dx_image.dcm")
+    dataset.StudyInstanceUID, dataset.SeriesInstanceUID = study.study_uid, generate_uid()
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    dataset.Modality, dataset.SeriesNumber = "SEG", 702
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    with orthanc.client() as archive:
+        archive.post("/instances", content=buffer.getvalue()).raise_for_status()
+    return Image2D(study.study_uid, str(dataset.SeriesInstanceUID), str(dataset.SOPInstanceUID))
