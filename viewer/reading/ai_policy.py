@@ -24,6 +24,8 @@ Cost: the study's series, sorted into images, AI and trial, are kept per study f
 seconds (the staleness already accepted for the pixel routes' session check), and asked again at once when
 a request names a series the kept answer does not know (a result stored a moment ago). So a frame of an
 image series costs a dictionary lookup; only a request for an AI series asks the database who the user is.
+A study with AI series also has their instances listed (Orthanc's index, no file read): the frame and
+thumbnail caches are keyed by instance, so an AI instance named under an image series is refused.
 Answers about a whole study (the study page, the series search, the study's metadata) look afresh, once
 per study opened, and leave out any series stored since they looked.
 A mode change made through this process forgets at once; one made by the CLI waits out the delay.
@@ -34,7 +36,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -68,6 +70,9 @@ class StudySeries:
     known: frozenset[str]  # every series of the study
     ai: frozenset[str]  # SR and SEG series: hidden from a blinded reader before their impression
     trial: frozenset[str]  # ours, from a version that is not clinical: seen only by MONITOR_ROLES
+    # The instances of the AI series: the frame and thumbnail caches are keyed by instance, so an AI
+    # instance named under an image series must not be served from them.
+    ai_instances: frozenset[str] = frozenset()
 
 
 def sort_series(series: Iterable[Dataset], other: set[str]) -> StudySeries:
@@ -168,6 +173,10 @@ async def study_series(
         if any(str(item.get("Modality", "")).strip().upper() in AI_MODALITIES for item in listed):
             other = await run_in_threadpool(trial_series, request.app.state.db, study_uid)
         found = sort_series(listed, other)
+        if found.ai:
+            indexed = await archive.indexed_instances(study_uid)  # Orthanc's index: no file read
+            in_ai = frozenset(item.instance_uid for item in indexed if item.series_uid in found.ai)
+            found = replace(found, ai_instances=in_ai)
         memo.put(study_uid, found)
     return found
 
@@ -209,13 +218,21 @@ async def shown_series(
 ) -> str:
     """The dependency of every route that names a series: 404, as if absent, for a series this user may not
     see, or one that is not in the study. An image series the memo knows costs one lookup."""
+    instance_uid = request.path_params.get("instance_uid")
     series = series_memo(request).get(study_uid)
-    if series is not None and series_uid in series.known and series_uid not in series.ai:
+    if (
+        series is not None
+        and series_uid in series.known
+        and series_uid not in series.ai
+        and instance_uid not in series.ai_instances
+    ):
         return series_uid  # the hot path: a frame of an image series
     _check_route_parameters(request)
     series = await study_series(request, study_uid, naming=series_uid)
     if series_uid not in series.known:
         raise HTTPException(404, NOT_FOUND)
+    if series_uid not in series.ai and instance_uid in series.ai_instances:
+        raise HTTPException(404, NOT_FOUND)  # an AI instance named under an image series: not in it
     if series_uid in series.ai and series_uid in await hidden_series(request, study_uid, user, series):
         raise HTTPException(404, NOT_FOUND)
     return series_uid

@@ -68,6 +68,8 @@ VISIBILITY: dict[Route, str] = {
 }
 
 
+PATIENT = "AI-POLICY"
+EXPLICIT_LE = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'
 NAMING = ("{study_uid}", "{series_uid}", "{instance_uid}", "{finding_id}")
 
 
@@ -148,7 +150,7 @@ def switch(client: TestClient, username: str) -> TestClient:
 
 @pytest.fixture
 def study(orthanc: OrthancConnection, shared_data: Path) -> Image2D:
-    return store_chest_image(orthanc, shared_data, "20250704", patient_id="AI-POLICY")
+    return store_chest_image(orthanc, shared_data, "20250704", patient_id=PATIENT)
 
 
 def test_a_blinded_reader_sees_no_ai_series_before_the_impression(
@@ -204,15 +206,15 @@ def test_a_shadow_models_series_are_seen_by_those_who_monitor_models_only(
     assert_shown(reader, study.study_uid, uids.sr_series, "AI results: shadow trial")
 
 
-def test_a_picture_drawn_for_one_user_is_not_served_to_another_under_a_visible_series(
+def test_pixels_cached_for_one_user_are_not_served_to_another_under_a_visible_series(
     client: TestClient,
     db: sessionmaker[Session],
     orthanc: OrthancConnection,
     shared_data: Path,
     study: Image2D,
 ) -> None:
-    """The thumbnails' cache is keyed by series too: the policy checks the series a URL names, and a
-    hidden instance named under a visible series must still come from the archive, which refuses it."""
+    """The frame and thumbnail caches are keyed by instance: an AI instance named under a visible image
+    series is refused, whoever had it drawn or decoded before."""
     hidden = _pixels_in_an_ai_series(orthanc, shared_data, study)
     with transaction(db) as session:
         session.execute(update(User).where(User.username == "radiologist").values(blinded_read=True))
@@ -220,9 +222,12 @@ def test_a_picture_drawn_for_one_user_is_not_served_to_another_under_a_visible_s
     own_series = f"/api/studies/{study.study_uid}/series/{hidden.series_uid}/instances/{hidden.instance_uid}"
     drawn = admin.get(f"{own_series}/thumbnail.png")
     assert drawn.status_code == 200 and drawn.headers["content-type"] == "image/png"
+    frames = f"/dicomweb/studies/{study.study_uid}/series/{{}}/instances/{hidden.instance_uid}/frames/1"
+    assert admin.get(frames.format(hidden.series_uid), headers={"Accept": EXPLICIT_LE}).status_code == 200
     reader = switch(admin, "radiologist")
     images = f"/api/studies/{study.study_uid}/series/{study.series_uid}"
     assert reader.get(f"{images}/instances/{hidden.instance_uid}/thumbnail.png").status_code == 404
+    assert reader.get(frames.format(study.series_uid), headers={"Accept": EXPLICIT_LE}).status_code == 404
 
 
 def _pixels_in_an_ai_series(orthanc: OrthancConnection, shared_data: Path, study: Image2D) -> Image2D:
@@ -232,6 +237,7 @@ def _pixels_in_an_ai_series(orthanc: OrthancConnection, shared_data: Path, study
     dataset.StudyInstanceUID, dataset.SeriesInstanceUID = study.study_uid, generate_uid()
     dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     dataset.Modality, dataset.SeriesNumber = "SEG", 702
+    dataset.PatientID = PATIENT  # Orthanc files a study under its patient: the same one
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     with orthanc.client() as archive:
