@@ -181,10 +181,12 @@ def store_result_object(
     description: str,
     device_uid: str = "",
     series_number: int = 9901,
+    series_uid: str = "",
 ) -> str:
     """An SR or SEG series in the image's study, as an AI result (or a reader's feedback) lands there: only
     the attributes the study page reads (the AI panel's parsing has tests of its own), and the algorithm's
-    device UID when it is one of ours. Its series UID."""
+    device UID when it is one of ours; ``series_uid`` as our writer names it (``ResultUids``). Its series
+    UID."""
     source = pydicom.dcmread(io.BytesIO(_instance_bytes(orthanc, image)), stop_before_pixels=True)
     dataset = pydicom.Dataset()
     for keyword in (
@@ -199,7 +201,7 @@ def store_result_object(
     dataset.SOPClassUID = {"SR": "1.2.840.10008.5.1.4.1.1.88.34", "SEG": "1.2.840.10008.5.1.4.1.1.66.4"}[
         modality
     ]
-    dataset.SOPInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
+    dataset.SOPInstanceUID, dataset.SeriesInstanceUID = generate_uid(), series_uid or generate_uid()
     dataset.Modality, dataset.SeriesDescription, dataset.SeriesNumber = modality, description, series_number
     dataset.InstanceNumber = 1
     if device_uid:

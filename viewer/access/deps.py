@@ -209,6 +209,10 @@ READ_ROLES = (Role.RADIOLOGIST, Role.REVIEWER, Role.ADMIN)
 Reader = Annotated[User, Depends(require_roles(*READ_ROLES))]
 Admin = Annotated[User, Depends(require_roles(Role.ADMIN))]
 Reviewer = Annotated[User, Depends(require_roles(Role.REVIEWER, Role.ADMIN))]
+# Governance (post-market monitoring) reads what the models are and what was done with them: model cards,
+# the Models page (changing a mode stays the admin's) and the audit log. It reads no images.
+Monitor = Annotated[User, Depends(require_roles(Role.GOVERNANCE, Role.ADMIN))]
+CardReader = Annotated[User, Depends(require_roles(*READ_ROLES, Role.GOVERNANCE))]
 
 
 async def image_reader(signed_in: SignedInUser) -> SignedIn:

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from openaim import audit, audit_anchoring
 from openaim.audit import AuditEvent, AuditFilter, EventType
 from openaim.audit_anchors import AnchorFile
-from viewer.access.deps import Admin, Audit, DbSession
+from viewer.access.deps import Audit, DbSession, Monitor
 from viewer.row_ids import OptionalRowIdQuery
 from viewer.templates import render
 
@@ -136,7 +136,7 @@ def _detail(text: str) -> list[tuple[str, str]]:
 @router.get("/admin/audit")
 def audit_log_page(
     request: Request,
-    _: Admin,
+    _: Monitor,
     db: DbSession,
     trail: Audit,
     user: UserQuery = "",
@@ -191,7 +191,7 @@ class ChainChecks:
 
 @router.get("/admin/audit/verification")
 def chain_verification(
-    request: Request, _: Admin, db: DbSession, full: Annotated[bool, Query()] = False
+    request: Request, _: Monitor, db: DbSession, full: Annotated[bool, Query()] = False
 ) -> Response:
     """The chain: verified with its row count and head, or broken at the first bad row."""
     checks: ChainChecks | None = getattr(request.app.state, "audit_chain_checks", None)
@@ -205,7 +205,7 @@ def chain_verification(
 @router.get("/admin/audit.csv")
 def audit_log_csv(
     request: Request,
-    _: Admin,
+    _: Monitor,
     trail: Audit,
     user: UserQuery = "",
     event: EventQuery = "",

@@ -17,6 +17,7 @@ from viewer.access.deps import ArchiveClient, Reader
 from viewer.ai_results.foreign_results import cached_instance, peek_instance
 from viewer.ai_results.foreign_seg import SEGMENTATION_STORAGE, frame_colour, mask_png, number_of_frames
 from viewer.archive.uids import InstanceUID, SeriesUID, StudyUID
+from viewer.reading.ai_policy import ShownSeries
 
 SegFrameNumber = Annotated[int, Path(ge=1, le=1_000_000, description="1-based SEG frame number")]
 
@@ -30,6 +31,7 @@ async def foreign_mask(
     instance_uid: InstanceUID,
     frame: SegFrameNumber,
     _: Reader,
+    shown: ShownSeries,
     archive: ArchiveClient,
 ) -> Response:
     dataset = peek_instance(study_uid, series_uid, instance_uid)

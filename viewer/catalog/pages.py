@@ -24,7 +24,8 @@ from inference.jobs import Job, JobState
 from inference.manifest import Manifest
 from inference.router import UnroutedSeries
 from openaim import audit
-from viewer.access.deps import Admin, Audit, DbSession, Reader
+from viewer.access.deps import Admin, Audit, CardReader, DbSession, Monitor
+from viewer.reading.ai_policy import forget_study_series
 from viewer.templates import render
 
 router = APIRouter()
@@ -118,7 +119,7 @@ def _unrouted(db: Session) -> tuple[list[UnroutedSeries], int]:
 
 
 @router.get("/admin/models")
-def models_page(request: Request, _: Admin, db: DbSession) -> Response:
+def models_page(request: Request, _: Monitor, db: DbSession) -> Response:
     jobs, jobs_total = _problem_jobs(db)
     unrouted, unrouted_total = _unrouted(db)
     return render(
@@ -135,7 +136,7 @@ def models_page(request: Request, _: Admin, db: DbSession) -> Response:
 
 @router.get("/models/{model_id}/{version}")
 def model_card(
-    request: Request, model_id: ModelId, version: VersionPath, _: Reader, db: DbSession
+    request: Request, model_id: ModelId, version: VersionPath, _: CardReader, db: DbSession
 ) -> Response:
     found = catalog.get_version(db, model_id, version)
     if found is None:
@@ -175,6 +176,7 @@ def _change(request: Request, db: Session, trail: Audit, action: Callable[[], Mo
         notices = [str(error)]  # htmx swaps only 2xx answers: the refusal is shown in the cards
     else:
         changes = catalog.take_changes(db)
+        forget_study_series(request)  # a version leaving clinical hides its results now, not in seconds
         for change in changes:  # appended by get_db in this request's transaction
             trail.record(audit.EventType.AI_MODEL_CHANGED, **change.audit_fields())
         notices = [change.describe() for change in changes] or ["Nothing to change."]

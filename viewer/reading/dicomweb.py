@@ -1,11 +1,14 @@
 """The browser-facing DICOMweb proxy (QIDO-RS, WADO-RS, STOW-RS) in front of Orthanc.
 
-UIDs are validated before anything is sent to Orthanc; responses stream through unchanged.
+UIDs are validated before anything is sent to Orthanc; responses stream through unchanged, except where
+the AI policy (viewer/reading/ai_policy.py) hides series from this user: a route naming a hidden series
+answers 404, and a study's series search and metadata leave the hidden series out.
 Uploads are checked file by file and stored only if every file is valid DICOM.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 
@@ -18,6 +21,7 @@ from viewer.access.deps import Admin, ArchiveClient, Audit, ImageReader, Reader
 from viewer.archive.client import Archive, ArchiveError
 from viewer.archive.stow import UploadError, read_upload, stow_response
 from viewer.archive.uids import FrameList, InstanceUID, SeriesUID, StudyUID
+from viewer.reading.ai_policy import SeriesFilter, ShownSeries, StudySeriesFilter
 from viewer.reading.frame_encoding import (
     AS_STORED,
     BIG_ENDIAN,
@@ -91,15 +95,54 @@ async def search_studies(request: Request, _: Reader, archive: ArchiveClient, tr
     return await _forward(request, archive, "/studies")
 
 
+async def _forward_shown(
+    request: Request, archive: Archive, path: str, shown: SeriesFilter, always: bool = False
+) -> Response:
+    """A study-level DICOM JSON answer (series search, metadata) with only the items of series ``shown``;
+    streamed through unchanged when nothing is hidden and not ``always`` (a study's metadata: megabytes,
+    where a series search is a few kilobytes, always read through so a series stored in the moment since
+    the policy looked is left out too)."""
+    if not shown.hidden and not always:
+        return await _forward(request, archive, path)
+    accept = {"Accept": "application/dicom+json", "Accept-Encoding": "identity"}  # parsed here, not passed
+    try:
+        upstream = await archive.open_stream("GET", path, request.url.query, accept)
+    except ArchiveError as error:
+        raise HTTPException(502, str(error)) from error
+    try:
+        if upstream.status_code >= 400:
+            status = upstream.status_code if upstream.status_code in (400, 404, 406) else 502
+            raise HTTPException(status, "Not found in the archive." if status == 404 else "Archive error.")
+        body = b"".join([chunk async for chunk in upstream.body])
+    finally:
+        await upstream.close()
+    items = json.loads(body) if body.strip() else []
+    kept = [item for item in items if shown.shows(_series_of(item))]
+    return JSONResponse(kept, media_type="application/dicom+json")
+
+
+def _series_of(item: dict[str, object]) -> str:
+    element = item.get("0020000E")
+    values = element.get("Value") if isinstance(element, dict) else None
+    return str(values[0]) if isinstance(values, list) and values else ""
+
+
 @router.get("/studies/{study_uid}/series")
-async def search_series(request: Request, study_uid: StudyUID, _: Reader, archive: ArchiveClient) -> Response:
+async def search_series(
+    request: Request, study_uid: StudyUID, _: Reader, shown: StudySeriesFilter, archive: ArchiveClient
+) -> Response:
     _checked_paging(request)
-    return await _forward(request, archive, f"/studies/{study_uid}/series")
+    return await _forward_shown(request, archive, f"/studies/{study_uid}/series", shown, always=True)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances")
 async def search_instances(
-    request: Request, study_uid: StudyUID, series_uid: SeriesUID, _: Reader, archive: ArchiveClient
+    request: Request,
+    study_uid: StudyUID,
+    series_uid: SeriesUID,
+    _: Reader,
+    shown: ShownSeries,
+    archive: ArchiveClient,
 ) -> Response:
     _checked_paging(request)
     return await _forward(request, archive, f"/studies/{study_uid}/series/{series_uid}/instances")
@@ -107,14 +150,19 @@ async def search_instances(
 
 @router.get("/studies/{study_uid}/metadata")
 async def study_metadata(
-    request: Request, study_uid: StudyUID, _: Reader, archive: ArchiveClient
+    request: Request, study_uid: StudyUID, _: Reader, shown: StudySeriesFilter, archive: ArchiveClient
 ) -> Response:
-    return await _forward(request, archive, f"/studies/{study_uid}/metadata")
+    return await _forward_shown(request, archive, f"/studies/{study_uid}/metadata", shown)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/metadata")
 async def series_metadata(
-    request: Request, study_uid: StudyUID, series_uid: SeriesUID, _: Reader, archive: ArchiveClient
+    request: Request,
+    study_uid: StudyUID,
+    series_uid: SeriesUID,
+    _: Reader,
+    shown: ShownSeries,
+    archive: ArchiveClient,
 ) -> Response:
     return await _forward(request, archive, f"/studies/{study_uid}/series/{series_uid}/metadata")
 
@@ -138,6 +186,7 @@ async def series_bulk_data(
     study_uid: StudyUID,
     series_uid: SeriesUID,
     _: ImageReader,
+    shown: ShownSeries,
     archive: ArchiveClient,
     source: Frames,
 ) -> Response:
@@ -173,6 +222,7 @@ async def frames(
     instance_uid: InstanceUID,
     frames: FrameList,
     _: ImageReader,
+    shown: ShownSeries,
     archive: ArchiveClient,
     source: Frames,
 ) -> Response:
@@ -222,6 +272,7 @@ async def rendered(
     series_uid: SeriesUID,
     instance_uid: InstanceUID,
     _: ImageReader,
+    shown: ShownSeries,
     archive: ArchiveClient,
     source: Frames,
 ) -> Response:

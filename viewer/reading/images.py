@@ -22,6 +22,7 @@ from viewer.access.deps import ArchiveClient, Reader
 from viewer.archive.client import Archive
 from viewer.archive.dicom_text import dicom_date, person_name, text_value
 from viewer.archive.uids import SeriesUID, StudyUID
+from viewer.reading.ai_policy import ShownSeries
 from viewer.reading.frame_encoding import PixelFormat, Undecodable, parse_multipart
 from viewer.reading.frames import Frames, FrameSource
 from viewer.reading.image_header import PER_FRAME_GROUPS, WANTED_TAGS
@@ -196,6 +197,7 @@ async def series_images(
     study_uid: StudyUID,
     series_uid: SeriesUID,
     _: Reader,
+    __: ShownSeries,
     archive: ArchiveClient,
     source: Frames,
     first: bool = False,

@@ -23,6 +23,7 @@ from pydicom import Dataset
 from inference.runtime.pixels import MAX_PIXELS_PER_FRAME, UnreadableImage, read_dataset
 from viewer.access.deps import ArchiveClient, ImageReader, Reader
 from viewer.archive.uids import InstanceUID, SeriesUID, StudyUID
+from viewer.reading.ai_policy import ShownSeries
 from viewer.reading.frame_encoding import Undecodable
 from viewer.reading.pictures import PRIVATE_IMMUTABLE
 
@@ -78,7 +79,7 @@ def instance_planes(item: dict[str, Any]) -> list[dict[str, Any]]:
 
 @router.get("/studies/{study_uid}/series/{series_uid}/overlay-planes")
 async def overlay_planes(
-    study_uid: StudyUID, series_uid: SeriesUID, _: Reader, archive: ArchiveClient
+    study_uid: StudyUID, series_uid: SeriesUID, _: Reader, shown: ShownSeries, archive: ArchiveClient
 ) -> dict[str, list[dict[str, Any]]]:
     """Per SOP Instance UID, its overlay planes (only instances that have some)."""
     answer = {}
@@ -146,6 +147,7 @@ async def overlay_png(
     group: OverlayGroup,
     frame: FrameNumber,
     _: ImageReader,
+    shown: ShownSeries,
     archive: ArchiveClient,
 ) -> Response:
     """One overlay plane over one frame, ready to lay over the image."""

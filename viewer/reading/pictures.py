@@ -21,6 +21,7 @@ from inference.runtime.pixels import UnreadableImage, display_frame, read_datase
 from viewer.access.deps import ArchiveClient, ImageReader
 from viewer.archive.client import Archive
 from viewer.archive.uids import InstanceUID, SeriesUID, StudyUID
+from viewer.reading.ai_policy import ShownSeries
 from viewer.reading.bytes_lru import BytesLRU
 
 router = APIRouter(prefix="/api")
@@ -50,7 +51,9 @@ def _draw(data: bytes, size: int | None) -> bytes:
     return buffer.getvalue()
 
 
-ThumbnailKey = tuple[str, int]  # (SOP Instance UID, size)
+# (Series, SOP Instance UID, size): the series too, so that a picture drawn for a series one user may see
+# is never served to another under a series the AI policy lets them see (viewer/reading/ai_policy.py).
+ThumbnailKey = tuple[str, str, int]
 
 
 def get_thumbnails(request: Request) -> BytesLRU[ThumbnailKey]:
@@ -68,12 +71,13 @@ async def thumbnail(
     series_uid: SeriesUID,
     instance_uid: InstanceUID,
     _: ImageReader,
+    shown: ShownSeries,
     archive: ArchiveClient,
     drawn: Annotated[BytesLRU[ThumbnailKey], Depends(get_thumbnails)],
     size: Annotated[int, Query(ge=16, le=512)] = 128,
 ) -> Response:
-    png = drawn.get((instance_uid, size))
+    png = drawn.get((series_uid, instance_uid, size))
     if png is None:
         png = await picture_png(archive, study_uid, series_uid, instance_uid, size)
-        drawn.put((instance_uid, size), png)
+        drawn.put((series_uid, instance_uid, size), png)
     return Response(png, media_type="image/png", headers=THUMBNAIL_CACHING)

@@ -21,6 +21,7 @@ from viewer.access.deps import ArchiveClient, Audit, DbSession, Reader
 from viewer.archive.client import Archive
 from viewer.archive.dicom_text import text_value
 from viewer.archive.uids import OptionalSeriesUID, StudyUID
+from viewer.reading.ai_policy import StudySeriesFilter
 from viewer.reading.archived_study import ArchivedStudy
 from viewer.reading.frames import Frames, FrameSource
 from viewer.reading.images import first_image
@@ -110,6 +111,7 @@ async def study_page(
     request: Request,
     study_uid: StudyUID,
     _: Reader,
+    shown_series: StudySeriesFilter,
     archive: ArchiveClient,
     source: Frames,
     trail: Audit,
@@ -124,6 +126,7 @@ async def study_page(
         (
             SeriesRow.from_dataset(item, middle.get(str(item.SeriesInstanceUID)))
             for item in await archive.search_series(study_uid)
+            if shown_series.shows(str(item.SeriesInstanceUID))  # the AI policy: others as if absent
         ),
         key=lambda row: (not row.has_images, row.number.zfill(6)),
     )

@@ -19,7 +19,8 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from inference.study_index import IndexedStudy
 from openaim import audit
-from viewer.access.deps import Audit, DbSession, Reader
+from viewer.access.deps import READ_ROLES, Audit, DbSession, Reader, SignedInUser
+from viewer.access.users import Role
 from viewer.archive.dicom_text import dicom_date, person_name, text_value
 from viewer.reading.study_status import AIStatus, StudyStatus, Triage
 from viewer.templates import render
@@ -236,7 +237,10 @@ def _rows(
 
 
 @router.get("/")
-def home() -> Response:
+def home(user: SignedInUser) -> Response:
+    """The worklist; for governance, who reads no images, the Models page."""
+    if not user.has_any_role(*READ_ROLES) and user.has_any_role(Role.GOVERNANCE):
+        return RedirectResponse("/admin/models", status_code=303)
     return RedirectResponse("/worklist", status_code=303)
 
 

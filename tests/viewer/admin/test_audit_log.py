@@ -192,3 +192,17 @@ def test_the_app_anchors_the_head_when_it_stops(
     [*_, last] = anchor_file(settings).read().anchors
     with db() as session:
         assert (last.row_id, last.hash) == audit.head(session)
+
+
+def test_governance_reads_and_exports_the_trail_under_its_own_name(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    governance = sign_in(client, "governance")
+    _write(db, datetime.now(UTC), EventType.AI_FEEDBACK, "reader", number="1")
+    page = governance.get("/admin/audit", params={"event": "AIFeedback"}, headers=HTML)
+    assert page.status_code == 200 and len(_rows(page.text)) == 1
+    export = governance.get("/admin/audit.csv", params={"event": "AIFeedback"})
+    assert export.status_code == 200 and len(list(csv.DictReader(io.StringIO(export.text)))) == 1
+    with db() as session:
+        looked = select(AuditEvent.username).where(AuditEvent.event_type.in_(["Query", "Export"]))
+        assert set(session.scalars(looked)) == {"governance"}  # its looks are in the trail, under its name

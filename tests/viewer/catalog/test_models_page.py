@@ -19,6 +19,7 @@ from openaim.audit import AuditEvent, EventType
 from openaim.db import transaction, utcnow
 from openaim.settings import Settings
 from tests.inference.tiny_model import MODULE, write_tiny_package
+from tests.viewer.conftest import sign_in
 
 MODEL = "openaim.tiny-cxr"
 HOSTILE_VENDOR = "<script>alert('vendor')</script> Acme"
@@ -116,6 +117,22 @@ def test_only_admins_reach_the_page_or_change_a_mode(
     response = radiologist.post(f"/admin/models/{MODEL}/mode", data={"version": "1.0.0", "mode": "clinical"})
     assert response.status_code == 403
     assert 'href="/admin/models"' not in radiologist.get("/worklist").text
+    assert _modes(db) == {"1.0.0": "off", "1.1.0": "off"}
+
+
+def test_governance_reads_the_cards_and_changes_nothing(
+    client: TestClient, installed: None, db: sessionmaker[Session]
+) -> None:
+    governance = sign_in(client, "governance")
+    assert governance.get("/", follow_redirects=False).headers["location"] == "/admin/models"
+    page = governance.get("/admin/models")
+    assert page.status_code == 200
+    assert page.text.count('data-testid="model-card"') == 2
+    assert 'data-testid="make-' not in page.text and "/retire" not in page.text  # no buttons it may not use
+    assert 'href="/admin/audit"' in page.text and 'href="/admin/users"' not in page.text
+    assert governance.get(f"/models/{MODEL}/1.0.0").status_code == 200
+    response = governance.post(f"/admin/models/{MODEL}/mode", data={"version": "1.0.0", "mode": "clinical"})
+    assert response.status_code == 403
     assert _modes(db) == {"1.0.0": "off", "1.1.0": "off"}
 
 
