@@ -29,6 +29,8 @@ ALLOWED: dict[Route, frozenset[Role] | None] = {
     ("GET", "/signin"): PUBLIC,
     ("POST", "/signin"): PUBLIC,
     ("POST", "/signout"): PUBLIC,
+    ("GET", "/signin/oidc"): PUBLIC,  # off to the hospital's identity provider
+    ("GET", "/signin/oidc/callback"): PUBLIC,  # and back, before there is any session
     ("GET", "/healthz"): PUBLIC,
     ("*", "/static"): PUBLIC,
     ("*", "/vendor/htmx"): PUBLIC,
