@@ -147,7 +147,7 @@ def test_studies_stored_just_before_orthanc_and_the_service_are_killed_are_all_r
     settings = Settings(data_dir=tmp_path / "data", database_url=database_url, model_modules=(MODULE,))
     upgrade(database_url)
     engine = make_engine(database_url)
-    factory = session_factory(engine)
+    factory = session_factory(engine, settings.resolved_audit_key)
     with catalog.catalog_transaction(factory) as db:
         package = write_tiny_package(tmp_path / "tiny")
         catalog.install(db, package, catalog.packages_dir(settings), "test", allowed_modules=(MODULE,))

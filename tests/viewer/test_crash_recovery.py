@@ -36,6 +36,7 @@ from viewer.review.records import ReviewCase, ReviewDecision
 
 from .ai_fixtures import Image2D, store_chest_image
 from .conftest import PASSWORD, csrf_token
+from .study_index_fixtures import index_studies
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -221,6 +222,7 @@ def test_decisions_recorded_when_the_platform_is_killed_are_neither_lost_nor_dou
     platform: Platform, orthanc: OrthancConnection, shared_data: Path
 ) -> None:
     studies = _studies(orthanc, shared_data, 3)
+    index_studies(orthanc, _database(platform), *(study.study_uid for study in studies))  # the queue's
     client = _signed_in(platform)
     for study in studies:  # each study flagged for review: the queue the meeting is made from
         body = {"client_id": str(uuid.uuid4()), "kind": "study", "review_requested": True}

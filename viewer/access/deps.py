@@ -178,8 +178,9 @@ async def memo_session(request: Request) -> SignedIn | None:
             memo.forget(token)
             return None
         memo.put(token, found)
+    roles = tuple(sorted(role.value for role in found.roles))
     request.state.page_user = PageUser(
-        found.display_name, tuple(sorted(role.value for role in found.roles)), found.csrf_token
+        found.display_name, roles, found.csrf_token, found.must_change_password
     )
     return found
 

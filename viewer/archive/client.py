@@ -81,7 +81,7 @@ class Archive:
         # Orthanc matches wildcards only when `*` arrives unencoded (as with `window=C,W` commas).
         url = httpx.URL(f"{self.connection.dicomweb_url}{path}", query=urlencode(params, safe="*,").encode())
         try:
-            response = await self._client.get(url, headers={"Accept": "application/dicom+json"})
+            response = await self._fetch(url, {"Accept": "application/dicom+json"})
         except httpx.TransportError as error:
             raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
         if response.status_code == 204 or not response.content:
@@ -118,7 +118,7 @@ class Archive:
         url = f"/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}"
         accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
         try:
-            response = await self._client.get(url, headers={"Accept": accept})
+            response = await self._fetch(url, {"Accept": accept})
         except httpx.TransportError as error:
             raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
         if response.status_code == 404:
@@ -179,9 +179,17 @@ class Archive:
         """A GET answered uncompressed: Orthanc gzips for any client that accepts it (httpx does by
         default), which cut frames from ~110 to ~19 per second on loopback for no gain."""
         try:
-            return await self._client.get(url, headers={"Accept": accept, "Accept-Encoding": "identity"})
+            return await self._fetch(url, {"Accept": accept, "Accept-Encoding": "identity"})
         except httpx.TransportError as error:
             raise ArchiveError(f"Orthanc is unreachable: {error.__class__.__name__}") from error
+
+    async def _fetch(self, url: str | httpx.URL, headers: dict[str, str]) -> httpx.Response:
+        """A GET, sent once more if Orthanc closed the kept-alive connection it went out on before
+        answering (RemoteProtocolError): a GET is safe to repeat, and a full test run met this race."""
+        try:
+            return await self._client.get(url, headers=headers)
+        except httpx.RemoteProtocolError:
+            return await self._client.get(url, headers=headers)
 
     async def indexed_instances(self, study_uid: str, series_uid: str | None = None) -> list[IndexedInstance]:
         """The instances of a study (or of one of its series) from Orthanc's index, through its REST API.

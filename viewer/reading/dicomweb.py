@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
@@ -141,10 +142,10 @@ async def search_instances(
     study_uid: StudyUID,
     series_uid: SeriesUID,
     _: Reader,
+    __: Annotated[None, Depends(_checked_paging)],  # before the series is looked for: bad paging is 400
     shown: ShownSeries,
     archive: ArchiveClient,
 ) -> Response:
-    _checked_paging(request)
     return await _forward(request, archive, f"/studies/{study_uid}/series/{series_uid}/instances")
 
 
