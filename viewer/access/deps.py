@@ -197,10 +197,15 @@ async def signed_in_user(found: Annotated[SignedIn | None, Depends(memo_session)
 SignedInUser = Annotated[SignedIn, Depends(signed_in_user)]
 
 
+def refuse_unless(who: User | SignedIn, roles: tuple[Role, ...]) -> None:
+    """The one role check, for a user from the database and for one from the session memo alike."""
+    if not who.has_any_role(*roles):
+        raise HTTPException(403, "Your role does not allow this.")
+
+
 def require_roles(*roles: Role) -> Callable[[User], Awaitable[User]]:
     async def check(user: CurrentUser) -> User:
-        if not user.has_any_role(*roles):
-            raise HTTPException(403, "Your role does not allow this.")
+        refuse_unless(user, roles)
         return user
 
     return check
@@ -219,8 +224,7 @@ CardReader = Annotated[User, Depends(require_roles(*READ_ROLES, Role.GOVERNANCE)
 async def image_reader(signed_in: SignedInUser) -> SignedIn:
     """``Reader`` for the read-only pixel routes (frames, series bulk data, rendered images, thumbnails):
     the same roles, checked against the memo of live sessions, with no database session for the request."""
-    if not signed_in.has_any_role(*READ_ROLES):
-        raise HTTPException(403, "Your role does not allow this.")
+    refuse_unless(signed_in, READ_ROLES)
     return signed_in
 
 

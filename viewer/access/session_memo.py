@@ -15,7 +15,6 @@ everything that writes or shows patient details checks the database on every req
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from openaim.db import utcnow
-from viewer.access.sessions import find_session
+from viewer.access.sessions import find_session, token_hash_of
 from viewer.access.users import Role
 
 ENTRIES_KEPT = 10_000  # far more sessions than a hospital has readers at once; bounds memory
@@ -79,7 +78,7 @@ class SessionMemo:
         self._entries: OrderedDict[str, tuple[float, SignedIn]] = OrderedDict()
 
     def get(self, token: str) -> SignedIn | None:
-        key = _key(token)
+        key = token_hash_of(token)
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -92,19 +91,15 @@ class SessionMemo:
     def put(self, token: str, signed_in: SignedIn) -> None:
         if self.seconds <= 0:
             return
-        key = _key(token)
+        key = token_hash_of(token)
         self._entries[key] = (self._clock(), signed_in)
         self._entries.move_to_end(key)
         while len(self._entries) > ENTRIES_KEPT:
             self._entries.popitem(last=False)
 
     def forget(self, token: str) -> None:
-        self._entries.pop(_key(token), None)
+        self._entries.pop(token_hash_of(token), None)
 
     def forget_all(self) -> None:
         """After a change to accounts: whose sessions it touched is not worth working out."""
         self._entries.clear()
-
-
-def _key(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()

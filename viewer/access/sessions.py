@@ -41,7 +41,8 @@ class UserSession(Base):
     user: Mapped[User] = relationship(lazy="joined")
 
 
-def _hash(token: str) -> str:
+def token_hash_of(token: str) -> str:
+    """What the database keeps of a session token (and what the session memo is keyed by)."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -49,7 +50,7 @@ def start_session(db: Session, user: User, hours: float) -> tuple[str, UserSessi
     token = secrets.token_urlsafe(32)
     now = utcnow()
     row = UserSession(
-        token_hash=_hash(token),
+        token_hash=token_hash_of(token),
         user_id=user.id,
         csrf_token=secrets.token_urlsafe(32),
         created_at=now,
@@ -70,7 +71,7 @@ def find_session(
     query = (
         select(UserSession)
         .options(joinedload(UserSession.user).joinedload(User.role_rows))
-        .where(UserSession.token_hash == _hash(token))
+        .where(UserSession.token_hash == token_hash_of(token))
     )
     row = db.scalars(query).unique().one_or_none()
     now = utcnow()
@@ -84,4 +85,4 @@ def find_session(
 
 
 def end_session(db: Session, token: str) -> None:
-    db.execute(delete(UserSession).where(UserSession.token_hash == _hash(token)))
+    db.execute(delete(UserSession).where(UserSession.token_hash == token_hash_of(token)))

@@ -53,7 +53,9 @@ from viewer.reading.frame_encoding import (
 log = logging.getLogger(__name__)
 
 FORMATS_KEPT = 100_000
-SERIES_DESCRIBED = 32  # series whose files' headers are kept (a few KB a file) for their description
+# Files whose headers are kept (a few KB each) for their series' description: counted by file, not by
+# series, since one series may hold 3,000 slices and 32 of those would be gigabytes.
+HEADERS_KEPT = 20_000
 SERIES_REMEMBERED = 256  # series loaded recently: a missed frame of one of these is fetched alone
 
 
@@ -386,8 +388,8 @@ class FrameSource:
     def _keep_headers(self, series_uid: str, headers: dict[str, Dataset]) -> None:
         self._headers[series_uid] = headers
         self._headers.move_to_end(series_uid)
-        while len(self._headers) > SERIES_DESCRIBED:
-            self._headers.popitem(last=False)
+        while sum(len(kept) for kept in self._headers.values()) > HEADERS_KEPT:
+            self._headers.popitem(last=False)  # the newest series too, if it alone is larger
 
     async def series_headers(self, series_uid: str) -> dict[str, Dataset]:
         """The header of every file the series' background load parsed (by SOP Instance UID), once it

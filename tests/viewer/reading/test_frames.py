@@ -15,10 +15,12 @@ from fastapi.testclient import TestClient
 
 from orthanc import OrthancConnection
 from tests.viewer.viewport_files import frame_parts, relabelled, served_pixels, store
-from viewer.archive.client import ArchiveError
+from viewer.archive.client import Archive, ArchiveError
+from viewer.reading import frames as frames_module
 from viewer.reading.bytes_lru import BytesLRU
 from viewer.reading.dicomweb import frames_answer
 from viewer.reading.frame_encoding import EXPLICIT_LE, FrameError, frames_of_file
+from viewer.reading.frames import FrameSource
 
 LE_ACCEPT = f'multipart/related; type="application/octet-stream"; transfer-syntax={EXPLICIT_LE}'
 ENCODINGS = [
@@ -283,3 +285,14 @@ def test_a_series_load_cut_by_an_outage_is_tried_again(
     assert radiologist.get(_frame_url(slices[1]), headers={"Accept": LE_ACCEPT}).status_code == 200
     last = (str(slices[2].SOPInstanceUID), 1)
     _wait_until(lambda: last in source.cache, "the series was not loaded once Orthanc was back")
+
+
+def test_kept_headers_are_bounded_by_files_not_series(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One series of thousands of slices must not keep thousands of headers per series remembered."""
+    monkeypatch.setattr(frames_module, "HEADERS_KEPT", 5)
+    source = FrameSource(Archive(OrthancConnection(url="http://127.0.0.1:1", username="u", password="p")), 0)
+    source._keep_headers("a", {str(n): pydicom.Dataset() for n in range(3)})
+    source._keep_headers("b", {str(n): pydicom.Dataset() for n in range(3)})  # 6 > 5: "a" goes
+    assert list(source._headers) == ["b"]
+    source._keep_headers("huge", {str(n): pydicom.Dataset() for n in range(6)})  # alone over the bound
+    assert list(source._headers) == []
